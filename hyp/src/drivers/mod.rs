@@ -1,0 +1,3 @@
+//! Device drivers of the hypervisor itself. Every MMIO access of the hypervisor lives here.
+
+pub mod uart;

@@ -1,0 +1,58 @@
+//! `cargo xtask`: Tandem's one build driver (build the EL2 image, boot it in QEMU, run every test).
+
+mod build;
+mod cmd;
+mod debian;
+mod image;
+mod prereq;
+mod qemu;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tandem's build driver. Run from anywhere inside the repository as `cargo xtask <command>`.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the hypervisor: target/hyp.elf (symbols) and target/hyp.bin (the flashable Image).
+    Build(build::BuildArgs),
+    /// Build, then boot the hypervisor in QEMU on the serial console.
+    Run(qemu::RunArgs),
+    /// Run every test: host unit tests, then the QEMU integration tests.
+    Test(test::TestArgs),
+    /// Download (once) Debian's arm64 kernel package into target/debian/ and print its paths.
+    Fetch,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(args) => build::build(&args).map(|_| ExitCode::SUCCESS),
+        Command::Run(args) => qemu::run(&args),
+        Command::Test(args) => test::test(&args),
+        Command::Fetch => fetch().map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask fetch`: fills the download cache and says where things are.
+fn fetch() -> cmd::Result<()> {
+    let kernel = debian::kernel()?;
+    println!("linux image: {}", kernel.image.display());
+    println!("rpi4 dtb:    {}", kernel.rpi4_dtb().display());
+    Ok(())
+}

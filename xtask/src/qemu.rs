@@ -1,0 +1,434 @@
+//! `cargo xtask run`: boots the hypervisor in QEMU (`virt` or `raspi4b`) on the serial console.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use clap::{Args, ValueEnum};
+
+use crate::build::{self, BuildArgs};
+use crate::cmd::{self, bail, Result};
+use crate::{debian, prereq};
+
+/// Where QEMU's `virt` machine starts RAM.
+const VIRT_RAM_BASE: u64 = 0x4000_0000;
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The machine QEMU emulates.
+    #[arg(long, value_enum, default_value_t = Board::Virt)]
+    pub board: Board,
+    /// GIC version of the virt machine (raspi4b always has a GIC-400, i.e. v2). [default: 3]
+    #[arg(long, value_enum)]
+    pub gic: Option<Gic>,
+    /// Number of CPUs, 1 to 8 (raspi4b always has 4). [default: 4]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub cpus: Option<u32>,
+    /// RAM size with an M or G suffix, e.g. 512M, 2G, 6G (raspi4b always has 2G). [default: 2G]
+    #[arg(long, value_parser = MemSize::parse)]
+    pub mem: Option<MemSize>,
+    /// How the hypervisor is started: QEMU's own loader, or Debian's U-Boot (virt only).
+    #[arg(long, value_enum, default_value_t = Firmware::Direct)]
+    pub firmware: Firmware,
+    /// The hypervisor's command line (bootargs in /chosen), e.g. `tandem.loglevel=debug`.
+    #[arg(long, value_name = "STR")]
+    pub append: Option<String>,
+    /// Wait for gdb on localhost:1234 before the first instruction (QEMU `-s -S`).
+    #[arg(long)]
+    pub gdb: bool,
+    /// Deterministic timing: one instruction is one nanosecond of guest time.
+    #[arg(long)]
+    pub icount: bool,
+    /// Build the debug profile of the hypervisor.
+    #[arg(long)]
+    pub debug: bool,
+    /// Extra arguments passed to QEMU as they are (after `--`).
+    #[arg(last = true, value_name = "QEMU_ARGS")]
+    pub qemu_args: Vec<String>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Board {
+    /// QEMU's `virt` machine with EL2 enabled (`virtualization=on`).
+    Virt,
+    /// QEMU's Raspberry Pi 4 Model B, with Debian's bcm2711-rpi-4-b.dtb.
+    Raspi4b,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gic {
+    #[value(name = "2")]
+    V2,
+    #[value(name = "3")]
+    V3,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// QEMU loads the Image itself and enters it at EL2 (`-kernel`).
+    Direct,
+    /// Debian's U-Boot (`-bios u-boot.bin`) boots the Image with `booti`.
+    Uboot,
+}
+
+/// A RAM size in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemSize(pub u64);
+
+impl MemSize {
+    const MIN_MIB: u64 = 128;
+    /// The virt machine's RAM must end below 256 GiB (it starts at 1 GiB).
+    const MAX_MIB: u64 = 255 * 1024;
+
+    /// Parses `512M`, `2G`, `2048MiB`, `6g`...
+    pub fn parse(text: &str) -> std::result::Result<MemSize, String> {
+        let help = "use a number with an M or G suffix, e.g. 512M, 2G or 6G";
+        let t = text.trim();
+        let lower = t.to_ascii_lowercase();
+        let (digits, scale) = if let Some(d) = lower.strip_suffix("gib").or(lower.strip_suffix('g'))
+        {
+            (d, 1024)
+        } else if let Some(d) = lower.strip_suffix("mib").or(lower.strip_suffix('m')) {
+            (d, 1)
+        } else {
+            return Err(format!("`{text}` has no size suffix: {help}"));
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size: {help}"))?;
+        let mib = n.saturating_mul(scale);
+        if !(Self::MIN_MIB..=Self::MAX_MIB).contains(&mib) {
+            return Err(format!(
+                "`{text}` is out of range: RAM must be between {}M and {}G",
+                Self::MIN_MIB,
+                Self::MAX_MIB / 1024
+            ));
+        }
+        Ok(MemSize(mib))
+    }
+}
+
+impl fmt::Display for MemSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_multiple_of(1024) {
+            write!(f, "{}G", self.0 / 1024)
+        } else {
+            write!(f, "{}M", self.0)
+        }
+    }
+}
+
+/// A fully checked machine configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    pub board: Board,
+    pub gic: Gic,
+    pub cpus: u32,
+    pub mem: MemSize,
+    pub firmware: Firmware,
+}
+
+impl Machine {
+    /// Applies the defaults and refuses combinations a board cannot do.
+    pub fn from_args(args: &RunArgs) -> Result<Machine> {
+        match args.board {
+            Board::Virt => Ok(Machine {
+                board: Board::Virt,
+                gic: args.gic.unwrap_or(Gic::V3),
+                cpus: args.cpus.unwrap_or(4),
+                mem: args.mem.unwrap_or(MemSize(2048)),
+                firmware: args.firmware,
+            }),
+            Board::Raspi4b => {
+                if args.gic == Some(Gic::V3) {
+                    bail!("--gic 3: raspi4b has a GIC-400 (GICv2); --gic applies to --board virt");
+                }
+                if let Some(cpus) = args.cpus.filter(|&c| c != 4) {
+                    bail!("--cpus {cpus}: QEMU's raspi4b always has 4 CPUs; leave --cpus out or use --board virt");
+                }
+                if let Some(mem) = args.mem.filter(|m| m.0 != 2048) {
+                    bail!("--mem {mem}: QEMU's raspi4b always has 2G of RAM; leave --mem out or use --board virt");
+                }
+                if args.firmware == Firmware::Uboot {
+                    bail!("--firmware uboot: Debian's U-Boot is built for virt only; use --firmware direct with raspi4b");
+                }
+                Ok(Machine {
+                    board: Board::Raspi4b,
+                    gic: Gic::V2,
+                    cpus: 4,
+                    mem: MemSize(2048),
+                    firmware: Firmware::Direct,
+                })
+            }
+        }
+    }
+
+    /// Where the firmware puts the Image (the hypervisor runs with VA == PA there).
+    pub fn load_address(&self) -> u64 {
+        match (self.board, self.firmware) {
+            // QEMU loads an Image with text_offset 0 at RAM base + 2 MiB.
+            (Board::Virt, Firmware::Direct) => VIRT_RAM_BASE + 0x20_0000,
+            // U-Boot's kernel_addr_r on qemu_arm64.
+            (Board::Virt, Firmware::Uboot) => VIRT_RAM_BASE + 0x40_0000,
+            // raspi4b RAM starts at 0.
+            (Board::Raspi4b, _) => 0x20_0000,
+        }
+    }
+}
+
+/// Files the QEMU command refers to.
+pub struct Inputs<'a> {
+    pub bin: &'a Path,
+    /// Required for raspi4b.
+    pub dtb: Option<&'a Path>,
+}
+
+/// Builds the QEMU argument list (without the program name).
+pub fn qemu_args(
+    machine: &Machine,
+    args: &RunArgs,
+    inputs: &Inputs<'_>,
+    interactive: bool,
+) -> Result<Vec<String>> {
+    let console = if interactive { "mon:stdio" } else { "stdio" };
+    let mut q: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| q.extend(items.iter().map(|s| s.to_string()));
+    match machine.board {
+        Board::Virt => {
+            let gic = match machine.gic {
+                Gic::V2 => 2,
+                Gic::V3 => 3,
+            };
+            push(&["-M", &format!("virt,virtualization=on,gic-version={gic}")]);
+            push(&["-cpu", "max", "-smp", &machine.cpus.to_string()]);
+            push(&["-m", &machine.mem.to_string()]);
+            if machine.firmware == Firmware::Uboot {
+                push(&["-bios", prereq::UBOOT_BIN]);
+            }
+            push(&["-serial", console]);
+        }
+        Board::Raspi4b => {
+            let Some(dtb) = inputs.dtb else {
+                bail!("raspi4b needs Debian's bcm2711-rpi-4-b.dtb");
+            };
+            push(&["-M", "raspi4b", "-dtb", &dtb.to_string_lossy()]);
+            // The first serial is the PL011 (unused); the second is the mini-UART, the
+            // console named by the DTB's stdout-path.
+            push(&["-serial", "null", "-serial", console]);
+        }
+    }
+    push(&["-kernel", &inputs.bin.to_string_lossy(), "-display", "none"]);
+    if !interactive {
+        push(&["-monitor", "none"]);
+    }
+    if let Some(append) = &args.append {
+        push(&["-append", append]);
+    }
+    if args.icount {
+        push(&["-icount", "shift=0,align=off,sleep=off"]);
+    }
+    if args.gdb {
+        push(&["-s", "-S"]);
+    }
+    q.extend(args.qemu_args.iter().cloned());
+    Ok(q)
+}
+
+/// The gdb command that attaches to `-s -S` with symbols at the load address.
+pub fn gdb_command(elf: &Path, load_address: u64) -> String {
+    let elf = cmd::quote(elf.as_os_str());
+    format!(
+        "gdb-multiarch -q -ex 'set confirm off' -ex 'add-symbol-file {elf} -o {load_address:#x}' \
+         -ex 'target remote localhost:1234'"
+    )
+}
+
+/// Builds, then runs QEMU in the foreground and returns its exit status.
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let machine = Machine::from_args(args)?;
+    prereq::ensure()?;
+    let artifacts = build::build(&BuildArgs { debug: args.debug })?;
+    let dtb: Option<PathBuf> = match machine.board {
+        Board::Raspi4b => Some(debian::kernel()?.rpi4_dtb()),
+        Board::Virt => None,
+    };
+    let inputs = Inputs {
+        bin: &artifacts.bin,
+        dtb: dtb.as_deref(),
+    };
+    let interactive = std::io::stdin().is_terminal();
+    let mut qemu = Command::new("qemu-system-aarch64");
+    qemu.args(qemu_args(&machine, args, &inputs, interactive)?);
+    die_with_parent(&mut qemu);
+
+    eprintln!("xtask: {}", cmd::display(&qemu));
+    if interactive {
+        eprintln!("xtask: Ctrl-A X quits QEMU, Ctrl-A C switches to its monitor");
+    }
+    if args.gdb {
+        eprintln!(
+            "xtask: QEMU waits for gdb; in another terminal run:\n  {}",
+            gdb_command(&artifacts.elf, machine.load_address())
+        );
+    }
+    let status = cmd::status(&mut qemu)?;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
+        (None, Some(signal)) => ExitCode::from((128 + signal).clamp(0, 255) as u8),
+        (None, None) => ExitCode::FAILURE,
+    })
+}
+
+/// Makes the child get SIGKILL when xtask dies, so no QEMU outlives an interrupted run.
+pub fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid, _exit); it touches no locks or heap.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(argv: &[&str]) -> std::result::Result<RunArgs, String> {
+        let mut full = vec!["run"];
+        full.extend_from_slice(argv);
+        Wrap::try_parse_from(full)
+            .map(|w| w.run)
+            .map_err(|e| e.to_string())
+    }
+
+    fn args_for(argv: &[&str], interactive: bool) -> Vec<String> {
+        let args = parse(argv).unwrap();
+        let machine = Machine::from_args(&args).unwrap();
+        let inputs = Inputs {
+            bin: Path::new("/t/hyp.bin"),
+            dtb: Some(Path::new("/t/rpi4.dtb")),
+        };
+        qemu_args(&machine, &args, &inputs, interactive).unwrap()
+    }
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(MemSize::parse("512M"), Ok(MemSize(512)));
+        assert_eq!(MemSize::parse("2G"), Ok(MemSize(2048)));
+        assert_eq!(MemSize::parse("6g"), Ok(MemSize(6144)));
+        assert_eq!(MemSize::parse("1536MiB"), Ok(MemSize(1536)));
+        assert_eq!(MemSize(6144).to_string(), "6G");
+        assert_eq!(MemSize(1536).to_string(), "1536M");
+        assert!(MemSize::parse("2").unwrap_err().contains("suffix"));
+        assert!(MemSize::parse("xG").unwrap_err().contains("not a size"));
+        assert!(MemSize::parse("64M").unwrap_err().contains("between"));
+        assert!(MemSize::parse("300G").unwrap_err().contains("between"));
+        assert!(MemSize::parse("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn default_virt_command() {
+        let q = args_for(&[], false).join(" ");
+        assert_eq!(
+            q,
+            "-M virt,virtualization=on,gic-version=3 -cpu max -smp 4 -m 2G -serial stdio \
+             -kernel /t/hyp.bin -display none -monitor none"
+        );
+    }
+
+    #[test]
+    fn options_reach_qemu() {
+        let q = args_for(
+            &[
+                "--gic",
+                "2",
+                "--cpus",
+                "8",
+                "--mem",
+                "6G",
+                "--firmware",
+                "uboot",
+                "--append",
+                "tandem.loglevel=debug",
+                "--icount",
+                "--gdb",
+                "--",
+                "-d",
+                "guest_errors",
+            ],
+            true,
+        );
+        let q = q.join(" ");
+        assert!(q.starts_with("-M virt,virtualization=on,gic-version=2 -cpu max -smp 8 -m 6G"));
+        assert!(q.contains("-bios /usr/lib/u-boot/qemu_arm64/u-boot.bin"));
+        assert!(q.contains("-serial mon:stdio"));
+        assert!(!q.contains("-monitor none"));
+        assert!(q.contains("-append tandem.loglevel=debug"));
+        assert!(q.contains("-icount shift=0,align=off,sleep=off"));
+        assert!(q.ends_with("-s -S -d guest_errors"));
+    }
+
+    #[test]
+    fn raspi4b_console_is_the_second_serial() {
+        let q = args_for(&["--board", "raspi4b"], false).join(" ");
+        assert!(q.starts_with("-M raspi4b -dtb /t/rpi4.dtb -serial null -serial stdio -kernel"));
+    }
+
+    #[test]
+    fn bad_values_say_what_is_allowed() {
+        assert!(parse(&["--cpus", "9"]).unwrap_err().contains("1..=8"));
+        assert!(parse(&["--cpus", "0"]).unwrap_err().contains("1..=8"));
+        assert!(parse(&["--gic", "4"])
+            .unwrap_err()
+            .contains("possible values: 2, 3"));
+        assert!(parse(&["--board", "pi5"])
+            .unwrap_err()
+            .contains("virt, raspi4b"));
+        assert!(parse(&["--firmware", "tfa"])
+            .unwrap_err()
+            .contains("direct, uboot"));
+        assert!(parse(&["--mem", "lots"]).unwrap_err().contains("512M"));
+        for bad in [
+            &["--board", "raspi4b", "--mem", "1G"][..],
+            &["--board", "raspi4b", "--cpus", "2"],
+            &["--board", "raspi4b", "--gic", "3"],
+            &["--board", "raspi4b", "--firmware", "uboot"],
+        ] {
+            let err = Machine::from_args(&parse(bad).unwrap()).unwrap_err();
+            assert!(err.to_string().contains("raspi4b"), "{err}");
+        }
+        let ok = Machine::from_args(&parse(&["--board", "raspi4b", "--mem", "2G"]).unwrap());
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn load_addresses_and_gdb() {
+        let m = |argv: &[&str]| Machine::from_args(&parse(argv).unwrap()).unwrap();
+        assert_eq!(m(&[]).load_address(), 0x4020_0000);
+        assert_eq!(m(&["--firmware", "uboot"]).load_address(), 0x4040_0000);
+        assert_eq!(m(&["--board", "raspi4b"]).load_address(), 0x20_0000);
+        assert_eq!(
+            gdb_command(Path::new("/r/target/hyp.elf"), 0x4020_0000),
+            "gdb-multiarch -q -ex 'set confirm off' -ex 'add-symbol-file /r/target/hyp.elf -o 0x40200000' \
+             -ex 'target remote localhost:1234'"
+        );
+    }
+}

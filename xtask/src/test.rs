@@ -1,0 +1,108 @@
+//! `cargo xtask test`: host unit tests, then the QEMU integration tests in `tests/`.
+//!
+//! The QEMU tests find their inputs through environment variables holding absolute paths:
+//! `TANDEM_HYP_BIN` (the flat Image), `TANDEM_HYP_ELF` (its ELF), `TANDEM_RPI4_DTB`
+//! (Debian's bcm2711-rpi-4-b.dtb) and `TANDEM_UBOOT_BIN` (Debian's U-Boot for virt); also
+//! `TANDEM_LINUX_IMAGE` (Debian's arm64 kernel `Image`, for tests that boot Linux).
+//! The command ends with cargo test's own summary: nothing is printed after it.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use clap::Args;
+
+use crate::build::{self, BuildArgs};
+use crate::cmd::{self, Error, Result};
+use crate::qemu::die_with_parent;
+use crate::{debian, prereq};
+
+/// QEMU tests run two at a time: each QEMU uses one host core (single-threaded TCG).
+const QEMU_TEST_THREADS: &str = "--test-threads=2";
+
+#[derive(Args, Debug, Clone)]
+pub struct TestArgs {
+    /// Extra arguments for the QEMU test run, e.g. a test name filter (after `--`).
+    #[arg(last = true, value_name = "TEST_ARGS")]
+    pub test_args: Vec<String>,
+}
+
+pub fn test(args: &TestArgs) -> Result<ExitCode> {
+    // 1. Host unit tests of the pure crates, then the host-testable library of hyp.
+    step("host unit tests");
+    let mut host = cmd::cargo();
+    host.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "tandem-tests",
+        "--exclude",
+        "hyp",
+    ]);
+    run_tests(&mut host)?;
+    if cmd::root().join("hyp/Cargo.toml").is_file() {
+        let mut hyp = cmd::cargo();
+        hyp.args(["test", "-p", "hyp", "--lib"]);
+        run_tests(&mut hyp)?;
+    } else {
+        eprintln!("xtask: note: hyp/ does not exist yet, skipping `cargo test -p hyp --lib`");
+    }
+
+    // 2. The hypervisor image and the files the QEMU tests boot with.
+    step("build");
+    prereq::ensure()?;
+    let artifacts = build::build(&BuildArgs::default())?;
+    let kernel = debian::kernel()?;
+
+    // 3. The QEMU integration tests. Their summary must be the last thing printed.
+    step("QEMU integration tests");
+    let mut qemu_tests = cmd::cargo();
+    qemu_tests
+        .args([
+            "test",
+            "-p",
+            "tandem-tests",
+            "--no-fail-fast",
+            "--",
+            QEMU_TEST_THREADS,
+        ])
+        .args(&args.test_args)
+        .env("TANDEM_HYP_BIN", absolute(&artifacts.bin)?)
+        .env("TANDEM_HYP_ELF", absolute(&artifacts.elf)?)
+        .env("TANDEM_RPI4_DTB", absolute(&kernel.rpi4_dtb())?)
+        .env("TANDEM_UBOOT_BIN", absolute(Path::new(prereq::UBOOT_BIN))?)
+        .env("TANDEM_LINUX_IMAGE", absolute(&kernel.image)?);
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        // A failure message already quotes the console; a backtrace only buries it.
+        qemu_tests.env("RUST_BACKTRACE", "0");
+    }
+    die_with_parent(&mut qemu_tests);
+    eprintln!("xtask: {}", cmd::display(&qemu_tests));
+    let status = cmd::status(&mut qemu_tests)?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn step(name: &str) {
+    eprintln!("xtask: ==== {name} ====");
+}
+
+/// Runs a cargo test command; a failing test run fails the whole `xtask test`.
+fn run_tests(command: &mut Command) -> Result<()> {
+    eprintln!("xtask: {}", cmd::display(command));
+    let status = cmd::status(command)?;
+    if !status.success() {
+        return Err(Error::new(format!(
+            "`{}` failed ({status}); the QEMU tests were not run",
+            cmd::display(command)
+        )));
+    }
+    Ok(())
+}
+
+fn absolute(path: &Path) -> Result<std::path::PathBuf> {
+    path.canonicalize()
+        .map_err(|e| Error::new(format!("{} is missing: {e}", path.display())))
+}
