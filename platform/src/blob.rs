@@ -5,7 +5,8 @@
 //! on node ends, so a corrupt or merely unusual blob (an `FDT_NOP` between two properties, as
 //! libfdt's `fdt_nop_property` leaves) makes it panic. [`Blob::check`] walks the whole
 //! structure block first with bounds-checked reads and refuses anything `fdt` could trip
-//! on; [`Blob::without_nops`] rewrites a blob without `FDT_NOP` tokens.
+//! on; [`Blob::without_nops`] rewrites a blob without `FDT_NOP` tokens. [`Blocks::salvage`]
+//! keeps what the early console can still read of a blob the check refuses.
 
 use alloc::vec::Vec;
 
@@ -84,12 +85,19 @@ pub(crate) struct Blob<'a> {
     pub nops: usize,
 }
 
-/// Reads one token at `pos` of a structure block; returns it and the next position.
-fn read_token<'a>(
-    structs: &'a [u8],
-    strings: &'a [u8],
-    pos: usize,
-) -> Result<(Token<'a>, usize), &'static str> {
+/// A token as the structure block holds it: a property's name is still an offset into the
+/// strings block.
+#[derive(Debug, Clone, Copy)]
+enum RawToken<'a> {
+    /// Any token but `FDT_PROP`.
+    Other(Token<'a>),
+    /// `FDT_PROP`: the name's offset into the strings block, and the value.
+    Prop(u32, &'a [u8]),
+}
+
+/// Reads one token at `pos` of a structure block, without looking up a property's name;
+/// returns it and the next position, which is always past `pos`.
+fn read_raw_token(structs: &[u8], pos: usize) -> Result<(RawToken<'_>, usize), &'static str> {
     let tag = be32(structs, pos).ok_or("structure block ends without FDT_END")?;
     let body = pos + 4;
     match tag {
@@ -100,7 +108,7 @@ fn read_token<'a>(
                 .position(|&b| b == 0)
                 .ok_or("node name runs past the structure block")?;
             let name = core::str::from_utf8(&rest[..len]).map_err(|_| "node name is not UTF-8")?;
-            Ok((Token::Begin(name), align4(body + len + 1)))
+            Ok((RawToken::Other(Token::Begin(name)), align4(body + len + 1)))
         }
         FDT_PROP => {
             let len = be32(structs, body).ok_or("property header runs past the block")?;
@@ -110,21 +118,116 @@ fn read_token<'a>(
                 .checked_add(len as usize)
                 .filter(|&e| e <= structs.len())
                 .ok_or("property value runs past the structure block")?;
-            let name_bytes = strings
-                .get(nameoff as usize..)
-                .ok_or("property name offset is outside the strings block")?;
-            let nlen = name_bytes
-                .iter()
-                .position(|&b| b == 0)
-                .ok_or("property name runs past the strings block")?;
-            let name = core::str::from_utf8(&name_bytes[..nlen])
-                .map_err(|_| "property name is not UTF-8")?;
-            Ok((Token::Prop(name, &structs[start..end]), align4(end)))
+            Ok((RawToken::Prop(nameoff, &structs[start..end]), align4(end)))
         }
-        FDT_END_NODE => Ok((Token::End, body)),
-        FDT_NOP => Ok((Token::Nop, body)),
-        FDT_END => Ok((Token::Finish, body)),
+        FDT_END_NODE => Ok((RawToken::Other(Token::End), body)),
+        FDT_NOP => Ok((RawToken::Other(Token::Nop), body)),
+        FDT_END => Ok((RawToken::Other(Token::Finish), body)),
         _ => Err("unknown token"),
+    }
+}
+
+/// The property name at `nameoff` of the strings block, NUL terminator included in the block.
+fn prop_name(strings: &[u8], nameoff: u32) -> Result<&str, &'static str> {
+    let name_bytes = strings
+        .get(nameoff as usize..)
+        .ok_or("property name offset is outside the strings block")?;
+    let nlen = name_bytes
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or("property name runs past the strings block")?;
+    core::str::from_utf8(&name_bytes[..nlen]).map_err(|_| "property name is not UTF-8")
+}
+
+/// Reads one token at `pos` of a structure block; returns it and the next position.
+fn read_token<'a>(
+    structs: &'a [u8],
+    strings: &'a [u8],
+    pos: usize,
+) -> Result<(Token<'a>, usize), &'static str> {
+    let (raw, next) = read_raw_token(structs, pos)?;
+    let token = match raw {
+        RawToken::Other(token) => token,
+        RawToken::Prop(nameoff, value) => Token::Prop(prop_name(strings, nameoff)?, value),
+    };
+    Ok((token, next))
+}
+
+/// The structure block and the strings block its property names point into: all a walk
+/// over the tree's tokens reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Blocks<'a> {
+    structs: &'a [u8],
+    strings: &'a [u8],
+}
+
+impl<'a> Blocks<'a> {
+    /// What can still be read of a blob that fails [`Blob::check`]: both blocks where the
+    /// header puts them, cut at the end of `bytes` (a blob cut short, or whose `totalsize`
+    /// is too small, loses their tails). `None` without the FDT magic and a whole header.
+    pub fn salvage(bytes: &'a [u8]) -> Option<Self> {
+        if be32(bytes, 0)? != FDT_MAGIC {
+            return None;
+        }
+        let block = |offset_word: usize, size_word: usize| -> Option<&'a [u8]> {
+            let start = usize::try_from(be32(bytes, offset_word * 4)?).ok()?;
+            let size = usize::try_from(be32(bytes, size_word * 4)?).ok()?;
+            let end = start.saturating_add(size).min(bytes.len());
+            Some(bytes.get(start..end).unwrap_or_default())
+        };
+        Some(Self {
+            structs: block(2, 9)?,
+            strings: block(3, 8)?,
+        })
+    }
+
+    /// The structure block's tokens, in order, for as long as they are well-formed: the
+    /// walk ends after `FDT_END`, or before the first token that cannot be read inside the
+    /// block, that closes a node none opened, opens a second root or nests deeper than
+    /// [`MAX_DEPTH`], or that is a property outside any node. A property whose name is not
+    /// a whole UTF-8 string inside the strings block is skipped.
+    ///
+    /// On a blob [`Blob::check`] accepts, none of this happens: the walk gives every token.
+    /// Each token read moves forward, so the walk ends within a quarter of the block's
+    /// length in tokens.
+    pub fn tokens(self) -> impl Iterator<Item = Token<'a>> + 'a {
+        let mut pos = Some(0);
+        let mut depth = 0usize;
+        let mut root_done = false;
+        core::iter::from_fn(move || loop {
+            let (raw, next) = read_raw_token(self.structs, pos?).ok()?;
+            pos = Some(next);
+            let token = match raw {
+                RawToken::Other(token) => token,
+                RawToken::Prop(nameoff, value) => match prop_name(self.strings, nameoff) {
+                    Ok(name) => Token::Prop(name, value),
+                    Err(_) => continue,
+                },
+            };
+            let well_formed = match token {
+                Token::Begin(_) if !root_done && depth < MAX_DEPTH => {
+                    depth += 1;
+                    true
+                }
+                Token::Prop(..) => depth > 0,
+                Token::End if depth > 0 => {
+                    depth -= 1;
+                    root_done = depth == 0;
+                    true
+                }
+                Token::Nop => true,
+                Token::Finish => {
+                    pos = None;
+                    true
+                }
+                Token::Begin(_) | Token::End => false,
+            };
+            if !well_formed {
+                pos = None;
+                return None;
+            }
+            return Some(token);
+        })
     }
 }
 
@@ -295,20 +398,13 @@ impl<'a> Blob<'a> {
         false
     }
 
-    /// Iterates over the structure block's tokens (the blob is checked, so every read
-    /// succeeds; a failed one ends the iteration).
-    pub fn tokens(&self) -> impl Iterator<Item = Token<'a>> + 'a {
-        let (structs, strings) = (self.structs, self.strings);
-        let mut pos = Some(0);
-        core::iter::from_fn(move || {
-            let (token, next) = read_token(structs, strings, pos?).ok()?;
-            pos = if token == Token::Finish {
-                None
-            } else {
-                Some(next)
-            };
-            Some(token)
-        })
+    /// The structure and strings blocks, whose [`Blocks::tokens`] walk reads every token
+    /// since the blob is checked.
+    pub fn blocks(&self) -> Blocks<'a> {
+        Blocks {
+            structs: self.structs,
+            strings: self.strings,
+        }
     }
 
     /// The `/memreserve/` entries, in blob order, including zero-sized ones.

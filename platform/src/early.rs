@@ -1,11 +1,13 @@
 //! The console, found without a heap: used before the hypervisor's MMU and allocator exist,
 //! to know where to print errors.
 //!
-//! A single walker over the checked token stream keeps a fixed stack of the open nodes
-//! (name, bus cells, `ranges`, and the properties a UART needs) and evaluates each node when
-//! it closes, when its properties and all its ancestors' are known.
+//! A single walker over the token stream keeps a fixed stack of the open nodes (name, bus
+//! cells, `ranges`, and the properties a UART needs) and evaluates each node when it closes,
+//! when its properties and all its ancestors' are known. The stream is the checked blob's
+//! when it passes [`Blob::check`], else whatever [`Blocks::salvage`] can still read: the
+//! hypervisor must find its console to report that the device tree is damaged.
 
-use crate::blob::{Blob, Token, MAX_DEPTH};
+use crate::blob::{Blob, Blocks, Token, MAX_DEPTH};
 use crate::board::{name_matches, prop_str, status_ok, strip_options, UartKind};
 use crate::cells::{reg_entries, translate, Bus};
 
@@ -19,22 +21,30 @@ pub struct EarlyUart {
 }
 
 /// The console: the UART `/chosen/stdout-path` names (a path or an alias, `:options`
-/// ignored) if its kind is known, else the first enabled PL011. `None` for a blob that is
-/// not a well-formed device tree or has neither.
+/// ignored) if its kind is known, else the first enabled PL011. `None` for bytes without
+/// the FDT magic and header, or a tree that has neither.
 ///
-/// Allocates nothing. Agrees with [`crate::Platform::parse`]'s `console` on every blob that
-/// parses.
+/// Best effort on a damaged blob (cut short, or with a `totalsize` that ends inside the
+/// structure or strings block): it reads the tree only as far as the tokens are well-formed
+/// and inside `blob`, and skips properties whose names lie past its end, so the console is
+/// found if the nodes and names it needs survived.
+///
+/// Allocates nothing, and every walk only moves forward through the blob. Agrees with
+/// [`crate::Platform::parse`]'s `console` on every blob that parses.
 pub fn early_console(blob: &[u8]) -> Option<EarlyUart> {
-    let blob = Blob::check(blob).ok()?;
-    let target = stdout_target(&blob);
-    find_uart(&blob, target)
+    let blocks = match Blob::check(blob) {
+        Ok(checked) => checked.blocks(),
+        Err(_) => Blocks::salvage(blob)?,
+    };
+    let target = stdout_target(blocks);
+    find_uart(blocks, target)
 }
 
 /// The value of property `prop` of the root's child `node`.
-fn root_child_prop<'a>(blob: &Blob<'a>, node: &str, prop: &str) -> Option<&'a [u8]> {
+fn root_child_prop<'a>(blocks: Blocks<'a>, node: &str, prop: &str) -> Option<&'a [u8]> {
     let mut depth = 0usize;
     let mut inside = false;
-    for token in blob.tokens() {
+    for token in blocks.tokens() {
         match token {
             Token::Begin(name) => {
                 depth += 1;
@@ -51,14 +61,14 @@ fn root_child_prop<'a>(blob: &Blob<'a>, node: &str, prop: &str) -> Option<&'a [u
 }
 
 /// The path of the node `stdout-path` names, aliases resolved.
-fn stdout_target<'a>(blob: &Blob<'a>) -> Option<&'a str> {
-    let value = root_child_prop(blob, "chosen", "stdout-path")
-        .or_else(|| root_child_prop(blob, "chosen", "linux,stdout-path"))?;
+fn stdout_target<'a>(blocks: Blocks<'a>) -> Option<&'a str> {
+    let value = root_child_prop(blocks, "chosen", "stdout-path")
+        .or_else(|| root_child_prop(blocks, "chosen", "linux,stdout-path"))?;
     let path = strip_options(prop_str(value)?);
     if path.starts_with('/') {
         Some(path)
     } else {
-        prop_str(root_child_prop(blob, "aliases", path)?)
+        prop_str(root_child_prop(blocks, "aliases", path)?)
     }
 }
 
@@ -80,7 +90,7 @@ fn u32_prop(value: &[u8]) -> Option<u32> {
 }
 
 /// Finds the node at `target`, or failing that the first enabled PL011.
-fn find_uart(blob: &Blob<'_>, target: Option<&str>) -> Option<EarlyUart> {
+fn find_uart(blocks: Blocks<'_>, target: Option<&str>) -> Option<EarlyUart> {
     let components = target.map_or(0, |t| t.split('/').filter(|c| !c.is_empty()).count());
     let component = |i: usize| target.and_then(|t| t.split('/').filter(|c| !c.is_empty()).nth(i));
     let mut frames = [Frame::default(); MAX_DEPTH + 1];
@@ -90,7 +100,7 @@ fn find_uart(blob: &Blob<'_>, target: Option<&str>) -> Option<EarlyUart> {
     let mut consumed = [false; MAX_DEPTH + 1];
     let mut fallback = None;
     let mut depth = 0usize;
-    for token in blob.tokens() {
+    for token in blocks.tokens() {
         match token {
             Token::Begin(name) => {
                 if depth > MAX_DEPTH {

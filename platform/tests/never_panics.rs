@@ -1,10 +1,11 @@
 //! Whatever the bytes, parsing returns (and the two readers agree on the console):
-//! arbitrary input, and fixtures with random bytes changed, cut short, or spliced.
+//! arbitrary input, and fixtures with random bytes changed, cut short, or spliced. A fixture
+//! cut short still gives its own console, a UART it has, or none.
 
 mod common;
 
-use common::ALL;
-use platform::{blob_size, early_console, Platform};
+use common::{build, edit, ALL};
+use platform::{blob_size, early_console, EarlyUart, Platform};
 use proptest::prelude::*;
 
 /// Parses `bytes` every way; when the whole board parses, both readers must agree on the
@@ -23,6 +24,18 @@ fn run(bytes: &[u8]) {
 
 fn fixture() -> impl Strategy<Value = Vec<u8>> {
     (0..ALL.len()).prop_map(|i| ALL[i].1.to_vec())
+}
+
+/// The consoles a prefix of `blob`'s tree can give: its own, and the first enabled PL011
+/// that is the fallback once stdout-path is lost.
+fn consoles(blob: &[u8]) -> [Option<EarlyUart>; 3] {
+    let (mut root, rsv) = edit(blob);
+    root.at("/chosen").unset("stdout-path");
+    [
+        None,
+        early_console(blob),
+        early_console(&build(&root, &rsv, false)),
+    ]
 }
 
 proptest! {
@@ -88,5 +101,35 @@ proptest! {
         let mut out = a[..x.index(a.len())].to_vec();
         out.extend_from_slice(&b[y.index(b.len())..]);
         run(&out);
+    }
+
+    #[test]
+    fn fixtures_cut_short_give_a_uart_they_have(
+        i in 0..ALL.len(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        // As the hypervisor sees a blob whose totalsize was lowered: the slice ends there.
+        let blob = ALL[i].1;
+        let len = cut.index(blob.len() - 40) + 40;
+        let mut b = blob[..len].to_vec();
+        b[4..8].copy_from_slice(&(len as u32).to_be_bytes());
+        run(&b);
+        let found = early_console(&b);
+        prop_assert!(consoles(blob).contains(&found), "{} cut at {len}: {found:?}", ALL[i].0);
+    }
+
+    #[test]
+    fn mutated_header_words(
+        mut blob in fixture(),
+        edits in proptest::collection::vec((1usize..10, -64i64..64), 1..4),
+    ) {
+        // Sizes and offsets a little off, in both directions.
+        for (index, delta) in edits {
+            let at = index * 4;
+            let old = u32::from_be_bytes(blob[at..at + 4].try_into().unwrap());
+            let new = (i64::from(old) + delta).clamp(0, i64::from(u32::MAX)) as u32;
+            blob[at..at + 4].copy_from_slice(&new.to_be_bytes());
+        }
+        run(&blob);
     }
 }

@@ -128,7 +128,6 @@ fn dtb_without_gic_is_fatal() {
 /// instruction, reads the DTB address from x0 (the arm64 boot protocol), lowers the
 /// header's `totalsize` there and lets the hypervisor run.
 #[test]
-#[ignore = "the tolerant early console is being written"]
 fn truncated_dtb_is_fatal() {
     let machine = Qemu::virt().halted();
     let session = machine.spawn();
