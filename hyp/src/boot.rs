@@ -19,6 +19,7 @@ use crate::heap;
 use crate::mm::pagetable::{subtract, Attrs, MapError, PAGE_SIZE};
 use crate::mm::Region;
 use crate::smp;
+use crate::vms;
 
 /// The version in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -143,6 +144,18 @@ pub extern "C" fn primary_main(dtb: u64, t0: u64, load: u64) -> ! {
     if let Some(uart) = &platform.console {
         info!("console: {} at {:#x}", uart.node, uart.base);
     }
+
+    let el2_owned = [
+        platform::MemRange {
+            base: layout.image.start,
+            size: layout.image.len(),
+        },
+        platform::MemRange {
+            base: dtb_region.page_aligned().start,
+            size: dtb_region.page_aligned().len(),
+        },
+    ];
+    let _config = vms::load(blob, &platform, &el2_owned);
 
     let online = smp::start_secondaries(&platform, boot_index);
     info!("cpus: {online}/{} online", platform.cpus.len());

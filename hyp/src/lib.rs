@@ -23,3 +23,5 @@ mod drivers;
 mod heap;
 #[cfg(target_os = "none")]
 mod smp;
+#[cfg(target_os = "none")]
+mod vms;

@@ -14,8 +14,11 @@ extern crate alloc;
 mod blob;
 mod board;
 mod cells;
+pub mod config;
 mod early;
 mod error;
+pub mod guest_dt;
+pub mod image;
 mod parse;
 
 pub use blob::blob_size;

@@ -33,17 +33,17 @@ const GIC_V2: [&str; 4] = [
 const GIC_V3: &str = "arm,gic-v3";
 
 /// One node of the flattened tree.
-struct Entry<'b, 'a> {
-    path: String,
-    node: FdtNode<'b, 'a>,
-    parent: Option<usize>,
+pub(crate) struct Entry<'b, 'a> {
+    pub path: String,
+    pub node: FdtNode<'b, 'a>,
+    pub parent: Option<usize>,
     /// What this node says about its children's addresses.
-    bus: Bus<'a>,
+    pub bus: Bus<'a>,
 }
 
 /// The tree as a list in depth-first order; a node's parent comes before it.
-struct Tree<'b, 'a> {
-    nodes: Vec<Entry<'b, 'a>>,
+pub(crate) struct Tree<'b, 'a> {
+    pub nodes: Vec<Entry<'b, 'a>>,
 }
 
 impl<'b, 'a> Tree<'b, 'a> {
@@ -77,37 +77,37 @@ impl<'b, 'a> Tree<'b, 'a> {
         }
     }
 
-    fn path(&self, i: usize) -> String {
+    pub(crate) fn path(&self, i: usize) -> String {
         self.nodes[i].path.clone()
     }
 
-    fn prop(&self, i: usize, name: &str) -> Option<&'a [u8]> {
+    pub(crate) fn prop(&self, i: usize, name: &str) -> Option<&'a [u8]> {
         self.nodes[i].node.property(name).map(|p| p.value)
     }
 
-    fn has_compatible(&self, i: usize, wanted: &[&str]) -> bool {
+    pub(crate) fn has_compatible(&self, i: usize, wanted: &[&str]) -> bool {
         self.prop(i, "compatible").is_some_and(|c| {
             c.split(|&b| b == 0)
                 .any(|s| wanted.iter().any(|w| w.as_bytes() == s))
         })
     }
 
-    fn enabled(&self, i: usize) -> bool {
+    pub(crate) fn enabled(&self, i: usize) -> bool {
         status_ok(self.prop(i, "status"))
     }
 
-    fn is_device_type(&self, i: usize, ty: &str) -> bool {
+    pub(crate) fn is_device_type(&self, i: usize, ty: &str) -> bool {
         self.prop(i, "device_type")
             .is_some_and(|v| trim_nul(v) == ty.as_bytes())
     }
 
     /// The first node, in tree order, that passes `pred`.
-    fn find(&self, pred: impl Fn(usize) -> bool) -> Option<usize> {
+    pub(crate) fn find(&self, pred: impl Fn(usize) -> bool) -> Option<usize> {
         (0..self.nodes.len()).find(|&i| pred(i))
     }
 
     /// The node at `path`; a component may leave out its unit address.
-    fn find_path(&self, path: &str) -> Option<usize> {
+    pub(crate) fn find_path(&self, path: &str) -> Option<usize> {
         let mut at = 0;
         for component in path.split('/').filter(|c| !c.is_empty()) {
             at = self.find(|i| {
@@ -118,7 +118,7 @@ impl<'b, 'a> Tree<'b, 'a> {
     }
 
     /// Ancestors of node `i`, root first.
-    fn ancestors(&self, i: usize) -> Vec<usize> {
+    pub(crate) fn ancestors(&self, i: usize) -> Vec<usize> {
         let mut out = Vec::new();
         let mut at = self.nodes[i].parent;
         while let Some(p) = at {
@@ -130,7 +130,7 @@ impl<'b, 'a> Tree<'b, 'a> {
     }
 
     /// Node `i`'s `reg` entries as CPU physical ranges; `None` without `reg`.
-    fn regs(&self, i: usize) -> Result<Option<Vec<MemRange>>, DtError> {
+    pub(crate) fn regs(&self, i: usize) -> Result<Option<Vec<MemRange>>, DtError> {
         let Some(value) = self.prop(i, "reg") else {
             return Ok(None);
         };
@@ -157,7 +157,7 @@ impl<'b, 'a> Tree<'b, 'a> {
         Ok(Some(out))
     }
 
-    fn u32_prop(&self, i: usize, name: &'static str) -> Result<Option<u32>, DtError> {
+    pub(crate) fn u32_prop(&self, i: usize, name: &'static str) -> Result<Option<u32>, DtError> {
         match self.prop(i, name) {
             None => Ok(None),
             Some(v) if v.len() == 4 => Ok(be32(v, 0)),
@@ -170,7 +170,7 @@ impl<'b, 'a> Tree<'b, 'a> {
     }
 
     /// A one- or two-cell number.
-    fn u64_prop(&self, i: usize, name: &'static str) -> Result<Option<u64>, DtError> {
+    pub(crate) fn u64_prop(&self, i: usize, name: &'static str) -> Result<Option<u64>, DtError> {
         match self.prop(i, name) {
             None => Ok(None),
             Some(v) if v.len() == 4 => Ok(crate::cells::read_cells(v, 1)),
@@ -184,14 +184,14 @@ impl<'b, 'a> Tree<'b, 'a> {
     }
 
     /// `phandle` (or the older `linux,phandle`).
-    fn phandle(&self, i: usize) -> Option<u32> {
+    pub(crate) fn phandle(&self, i: usize) -> Option<u32> {
         self.prop(i, "phandle")
             .or_else(|| self.prop(i, "linux,phandle"))
             .and_then(|v| be32(v, 0))
     }
 
     /// The `interrupt-parent` in force at node `i` (its own or the nearest ancestor's).
-    fn interrupt_parent(&self, i: usize) -> Option<u32> {
+    pub(crate) fn interrupt_parent(&self, i: usize) -> Option<u32> {
         let mut at = Some(i);
         while let Some(n) = at {
             if let Some(v) = self.prop(n, "interrupt-parent") {
@@ -209,29 +209,10 @@ impl Platform {
     /// `blob` may be longer than the tree (the header's `totalsize` bounds it). Never
     /// panics, whatever the bytes.
     pub fn parse(blob: &[u8]) -> Result<Platform, DtError> {
-        let checked = Blob::check(blob)?;
-        // `fdt` panics on FDT_NOP in several places (between properties, between child
-        // nodes), so it reads a copy without them.
-        let stripped;
-        let data = if checked.nops > 0 {
-            stripped = checked.without_nops();
-            stripped.as_slice()
-        } else {
-            checked.data
-        };
-        let fdt = Fdt::new(data).map_err(|e| DtError::Fdt {
-            problem: match e {
-                fdt::FdtError::BadMagic => "bad magic",
-                fdt::FdtError::BadPtr => "bad pointer",
-                fdt::FdtError::BufferTooSmall => "buffer smaller than the header's totalsize",
-            },
-        })?;
-        let root = fdt.find_node("/").ok_or(DtError::BadStructure {
-            offset: 0,
-            problem: "no root node",
-        })?;
-        let tree = Tree::build(root);
+        with_tree(blob, Platform::from_tree)?
+    }
 
+    fn from_tree(tree: &Tree<'_, '_>, checked: &Blob<'_>) -> Result<Platform, DtError> {
         let compatible = tree
             .prop(0, "compatible")
             .map(|v| {
@@ -241,8 +222,8 @@ impl Platform {
                     .collect()
             })
             .unwrap_or_default();
-        let gic_index = find_gic(&tree)?;
-        let psci = psci(&tree)?;
+        let gic_index = find_gic(tree)?;
+        let psci = psci(tree)?;
         Ok(Platform {
             model: tree
                 .prop(0, "model")
@@ -250,19 +231,50 @@ impl Platform {
                 .unwrap_or_default()
                 .to_owned(),
             compatible,
-            memory: memory(&tree)?,
-            reserved: reserved(&tree, &checked)?,
-            cpus: cpus(&tree, psci.is_some())?,
+            memory: memory(tree)?,
+            reserved: reserved(tree, checked)?,
+            cpus: cpus(tree, psci.is_some())?,
             psci,
-            gic: gic(&tree, gic_index)?,
-            timer: timer(&tree, gic_index)?,
-            console: console(&tree),
+            gic: gic(tree, gic_index)?,
+            timer: timer(tree, gic_index)?,
+            console: console(tree),
             bootargs: tree
                 .find_path("/chosen")
                 .and_then(|c| tree.prop(c, "bootargs"))
                 .map(|v| String::from_utf8_lossy(trim_nul(v)).into_owned()),
         })
     }
+}
+
+/// Checks `blob`, flattens its tree and hands both to `f`.
+///
+/// The one way into the `fdt` crate: it panics on blobs [`Blob::check`] refuses and on
+/// `FDT_NOP` tokens, so it only ever reads a checked copy without them.
+pub(crate) fn with_tree<R>(
+    blob: &[u8],
+    f: impl FnOnce(&Tree<'_, '_>, &Blob<'_>) -> R,
+) -> Result<R, DtError> {
+    let checked = Blob::check(blob)?;
+    let stripped;
+    let data = if checked.nops > 0 {
+        stripped = checked.without_nops();
+        stripped.as_slice()
+    } else {
+        checked.data
+    };
+    let fdt = Fdt::new(data).map_err(|e| DtError::Fdt {
+        problem: match e {
+            fdt::FdtError::BadMagic => "bad magic",
+            fdt::FdtError::BadPtr => "bad pointer",
+            fdt::FdtError::BufferTooSmall => "buffer smaller than the header's totalsize",
+        },
+    })?;
+    let root = fdt.find_node("/").ok_or(DtError::BadStructure {
+        offset: 0,
+        problem: "no root node",
+    })?;
+    let tree = Tree::build(root);
+    Ok(f(&tree, &checked))
 }
 
 fn memory(tree: &Tree<'_, '_>) -> Result<Vec<MemRange>, DtError> {
@@ -424,7 +436,7 @@ fn psci(tree: &Tree<'_, '_>) -> Result<Option<Psci>, DtError> {
     Ok(Some(Psci { conduit, version }))
 }
 
-fn find_gic(tree: &Tree<'_, '_>) -> Result<usize, DtError> {
+pub(crate) fn find_gic(tree: &Tree<'_, '_>) -> Result<usize, DtError> {
     let mut all = [GIC_V3; 5];
     all[1..].copy_from_slice(&GIC_V2);
     tree.find(|i| tree.enabled(i) && tree.has_compatible(i, &all))
@@ -432,7 +444,11 @@ fn find_gic(tree: &Tree<'_, '_>) -> Result<usize, DtError> {
 }
 
 /// Interrupt specifiers of property `interrupts` of node `i`, in the GIC's format.
-fn interrupts(tree: &Tree<'_, '_>, i: usize, gic: usize) -> Result<Option<Vec<Irq>>, DtError> {
+pub(crate) fn interrupts(
+    tree: &Tree<'_, '_>,
+    i: usize,
+    gic: usize,
+) -> Result<Option<Vec<Irq>>, DtError> {
     let Some(value) = tree.prop(i, "interrupts") else {
         return Ok(None);
     };

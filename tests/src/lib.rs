@@ -627,6 +627,26 @@ pub fn dts_to_dtb(dts: &str, out: &Path) -> Result<(), String> {
     run_tool(&mut command).map(|_| ())
 }
 
+/// Builds the DTB `machine` would get from QEMU with `fragment` (DTS source, e.g. a
+/// `/ { hypervisor { ... }; };` block) merged in, written to `dir/<name>.dtb`; as Xen's
+/// ImageBuilder does for dom0less. Nodes of QEMU's DTB have no labels: the fragment names
+/// them by path, `&{/cpus/cpu@0}`.
+pub fn dtb_with_fragment(
+    machine: &Qemu,
+    dir: &Path,
+    name: &str,
+    fragment: &str,
+) -> Result<PathBuf, String> {
+    let original = dir.join(format!("{name}-qemu.dtb"));
+    machine.dump_dtb(&original)?;
+    let mut dts = dtb_to_dts(&original)?;
+    dts.push('\n');
+    dts.push_str(fragment);
+    let out = dir.join(format!("{name}.dtb"));
+    dts_to_dtb(&dts, &out)?;
+    Ok(out)
+}
+
 /// Removes the node named `name` (e.g. `intc@8000000`), with its children, from DTS source
 /// as `dtc` prints it (one node or property per line).
 pub fn remove_dts_node(dts: &str, name: &str) -> Result<String, String> {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: Tandem's one build driver (build the EL2 image, boot it in QEMU, run every test).
 
 mod build;
+mod check_config;
 mod cmd;
 mod debian;
 mod image;
@@ -28,6 +29,8 @@ enum Command {
     Run(qemu::RunArgs),
     /// Run every test: host unit tests, then the QEMU integration tests.
     Test(test::TestArgs),
+    /// Check the /hypervisor node of a board's .dts or .dtb, as the hypervisor does at boot.
+    CheckConfig(check_config::CheckConfigArgs),
     /// Download (once) Debian's arm64 kernel package into target/debian/ and print its paths.
     Fetch,
 }
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build::build(&args).map(|_| ExitCode::SUCCESS),
         Command::Run(args) => qemu::run(&args),
         Command::Test(args) => test::test(&args),
+        Command::CheckConfig(args) => check_config::check_config(&args),
         Command::Fetch => fetch().map(|_| ExitCode::SUCCESS),
     };
     match result {

@@ -72,3 +72,22 @@ pub fn read_unmapped() {
     // SAFETY: the read faults before it returns anything; the vector reports it.
     let _ = unsafe { core::ptr::read_volatile(addr as usize as *const u64) };
 }
+
+/// Physical memory as bytes, for reading what a boot loader placed there (modules).
+/// `None` unless the range lies inside one of `ram` (the DT's memory banks, which the
+/// boot path maps at EL2 for good) and its ends are mapped.
+pub fn physical_bytes(ram: &[platform::MemRange], base: u64, len: u64) -> Option<&'static [u8]> {
+    let end = base.checked_add(len)?;
+    let in_ram = ram
+        .iter()
+        .any(|b| b.base <= base && b.end().is_some_and(|e| end <= e));
+    if len == 0 || !in_ram || mmu::translate(base).is_none() || mmu::translate(end - 1).is_none() {
+        return None;
+    }
+    let addr = usize::try_from(base).ok()?;
+    let len = usize::try_from(len).ok()?;
+    // SAFETY: the range lies inside one memory bank, which the boot path maps at EL2
+    // (VA == PA) for the hypervisor's whole life (both ends checked above); boot loaders'
+    // modules there are only read.
+    Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
+}

@@ -1,0 +1,202 @@
+//! The `/hypervisor` binding: which VMs run, on which CPUs, with which memory, devices and
+//! images, and the shared memory between them. One parser and validator serves the host
+//! tool (`cargo xtask check-config`) and the hypervisor at boot.
+//!
+//! The binding is documented in `docs/binding.md`.
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::board::{Irq, MemRange, Platform};
+use crate::parse::with_tree;
+
+mod read;
+mod text;
+mod validate;
+
+pub use validate::MAX_VMS;
+
+/// Reads and validates the `/hypervisor` node of `blob`, the board's device tree.
+///
+/// `platform` is the board read from the same blob; `hypervisor_memory` lists the ranges
+/// the hypervisor itself occupies (its image and data), which no VM, shared memory or module
+/// may overlap. Without a `/hypervisor` node the report is empty. Every error is collected,
+/// not just the first; errors and warnings come in tree order. Never panics, whatever the
+/// bytes.
+pub fn check(blob: &[u8], platform: &Platform, hypervisor_memory: &[MemRange]) -> ConfigReport {
+    let result = with_tree(blob, |tree, _| {
+        let draft = read::read(tree, platform)?;
+        let world = validate::World {
+            platform,
+            hypervisor: hypervisor_memory,
+            mmio: validate::mmio_windows(tree, platform),
+        };
+        let (config, mut errors, mut warnings) = validate::validate(draft, &world);
+        // Stable sorts: within one node, the order the checks found things in.
+        let position = |e: &ConfigError| {
+            (0..tree.nodes.len())
+                .find(|&i| tree.nodes[i].path == e.node)
+                .unwrap_or(usize::MAX)
+        };
+        errors.sort_by_cached_key(position);
+        warnings.sort_by_cached_key(position);
+        Some(ConfigReport {
+            config,
+            errors,
+            warnings,
+        })
+    });
+    match result {
+        Ok(report) => report.unwrap_or_default(),
+        Err(e) => ConfigReport {
+            config: None,
+            errors: alloc::vec![ConfigError {
+                node: "/".to_owned(),
+                property: None,
+                problem: format!("the device tree cannot be read: {e}"),
+                fix: "check it with dtc -I dtb -O dts".to_owned(),
+            }],
+            warnings: Vec::new(),
+        },
+    }
+}
+
+/// Everything under `/hypervisor`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HypervisorConfig {
+    /// VMs in DT order; `VmConfig::index` is the position here.
+    pub vms: Vec<VmConfig>,
+    /// Shared-memory regions between VMs.
+    pub shmem: Vec<ShmemConfig>,
+}
+
+/// One `vm@N` node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Full path, e.g. `/hypervisor/vm@0`.
+    pub node: String,
+    /// Position among the VMs (DT order).
+    pub index: usize,
+    /// `label`: the VM's name in console tags and logs.
+    pub label: String,
+    /// `cpus`: indices into `Platform::cpus`; vCPU `i` runs on physical CPU `cpus[i]`.
+    pub cpus: Vec<usize>,
+    /// `memory`: host physical ranges, sorted; the VM sees them at the same addresses.
+    pub memory: Vec<MemRange>,
+    /// `devices`: host DT nodes passed through to the VM.
+    pub devices: Vec<Device>,
+    /// `bootargs`: the guest kernel's command line.
+    pub bootargs: Option<String>,
+    /// `tandem,on-crash`.
+    pub on_crash: OnCrash,
+    /// `tandem,isolated`: shares nothing but declared shared memory.
+    pub isolated: bool,
+    /// Module child nodes (kernel, ramdisk, device tree).
+    pub modules: Vec<Module>,
+}
+
+impl VmConfig {
+    /// The module of `kind`, if the VM has one.
+    pub fn module(&self, kind: ModuleKind) -> Option<&Module> {
+        self.modules.iter().find(|m| m.kind == kind)
+    }
+}
+
+/// What a VM does when it crashes in a way that cannot be reflected to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnCrash {
+    /// Stop the VM (the default).
+    #[default]
+    Stop,
+    /// Restart it from pristine copies of its images.
+    Restart,
+}
+
+/// A host device passed through to a VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Full path of the host node.
+    pub node: String,
+    /// Its phandle in the host DT.
+    pub phandle: u32,
+    /// Its MMIO windows, translated to CPU physical addresses.
+    pub regs: Vec<MemRange>,
+    /// Its interrupts (GIC specifiers).
+    pub interrupts: Vec<Irq>,
+}
+
+/// What a module holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// `multiboot,kernel`: the image the VM boots.
+    Kernel,
+    /// `multiboot,ramdisk`: an initrd, handed over in `/chosen`.
+    Ramdisk,
+    /// `multiboot,device-tree`: the user's own guest DTB, checked instead of generated.
+    DeviceTree,
+}
+
+/// A module child node: an image a boot loader placed in memory for the VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    /// Full path of the module node.
+    pub node: String,
+    /// Which kind of module.
+    pub kind: ModuleKind,
+    /// Where the boot loader put it (host physical).
+    pub range: MemRange,
+    /// `tandem,format = "raw"`: a raw binary, not an Image or ELF.
+    pub raw: bool,
+    /// `tandem,load-address`: where a raw image goes in the VM (default: its memory start).
+    pub load_address: Option<u64>,
+}
+
+/// One `shmem@N` node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShmemConfig {
+    /// Full path.
+    pub node: String,
+    /// `memory`: the shared range (host physical == guest physical).
+    pub memory: MemRange,
+    /// `vms`: indices into `HypervisorConfig::vms`, at least two.
+    pub vms: Vec<usize>,
+    /// `doorbells`: the virtual SPI raised in `vms[i]`, one per VM.
+    pub doorbells: Vec<u32>,
+}
+
+/// One problem in the configuration, naming where it is and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Full path of the node at fault.
+    pub node: String,
+    /// The property at fault, if one is.
+    pub property: Option<String>,
+    /// What is wrong.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.property {
+            Some(p) => write!(f, "{}: {}: {}; {}", self.node, p, self.problem, self.fix),
+            None => write!(f, "{}: {}; {}", self.node, self.problem, self.fix),
+        }
+    }
+}
+
+/// The outcome of reading `/hypervisor`: the config when it is valid, every error
+/// otherwise, and warnings either way.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConfigReport {
+    /// `Some` exactly when the DT has a `/hypervisor` node and `errors` is empty.
+    pub config: Option<HypervisorConfig>,
+    /// Everything that makes the config unusable, all of it, in DT order.
+    pub errors: Vec<ConfigError>,
+    /// Things that are suspicious but allowed (unknown properties, ...).
+    pub warnings: Vec<ConfigError>,
+}
