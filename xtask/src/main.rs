@@ -4,6 +4,7 @@ mod build;
 mod check_config;
 mod cmd;
 mod debian;
+mod fuzz;
 mod image;
 mod prereq;
 mod qemu;
@@ -31,6 +32,8 @@ enum Command {
     Test(test::TestArgs),
     /// Check the /hypervisor node of a board's .dts or .dtb, as the hypervisor does at boot.
     CheckConfig(check_config::CheckConfigArgs),
+    /// Build the libFuzzer targets in fuzz/ and run each for a bounded time.
+    Fuzz(fuzz::FuzzArgs),
     /// Download (once) Debian's arm64 kernel package into target/debian/ and print its paths.
     Fetch,
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Run(args) => qemu::run(&args),
         Command::Test(args) => test::test(&args),
         Command::CheckConfig(args) => check_config::check_config(&args),
+        Command::Fuzz(args) => fuzz::fuzz(&args).map(|_| ExitCode::SUCCESS),
         Command::Fetch => fetch().map(|_| ExitCode::SUCCESS),
     };
     match result {

@@ -16,6 +16,9 @@ use crate::cmd::{self, Error, Result};
 use crate::qemu::die_with_parent;
 use crate::{debian, prereq};
 
+/// How long `cargo xtask test` runs each fuzz target (`cargo xtask fuzz` runs longer).
+const FUZZ_SECONDS: u32 = 10;
+
 /// QEMU tests run two at a time: each QEMU uses one host core (single-threaded TCG).
 const QEMU_TEST_THREADS: &str = "--test-threads=2";
 
@@ -47,13 +50,20 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         eprintln!("xtask: note: hyp/ does not exist yet, skipping `cargo test -p hyp --lib`");
     }
 
-    // 2. The hypervisor image and the files the QEMU tests boot with.
+    // 2. Every fuzz target for a few seconds: a crash found since the last run fails CI.
+    step("fuzz targets");
+    crate::fuzz::fuzz(&crate::fuzz::FuzzArgs {
+        seconds: FUZZ_SECONDS,
+        targets: Vec::new(),
+    })?;
+
+    // 3. The hypervisor image and the files the QEMU tests boot with.
     step("build");
     prereq::ensure()?;
     let artifacts = build::build(&BuildArgs::default())?;
     let kernel = debian::kernel()?;
 
-    // 3. The QEMU integration tests. Their summary must be the last thing printed.
+    // 4. The QEMU integration tests. Their summary must be the last thing printed.
     step("QEMU integration tests");
     let mut qemu_tests = cmd::cargo();
     qemu_tests
