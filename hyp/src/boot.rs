@@ -19,6 +19,7 @@ use crate::heap;
 use crate::mm::pagetable::{subtract, Attrs, MapError, PAGE_SIZE};
 use crate::mm::Region;
 use crate::smp;
+use crate::vmm;
 use crate::vms;
 
 /// The version in the banner.
@@ -155,7 +156,7 @@ pub extern "C" fn primary_main(dtb: u64, t0: u64, load: u64) -> ! {
             size: dtb_region.page_aligned().len(),
         },
     ];
-    let _config = vms::load(blob, &platform, &el2_owned);
+    let config = vms::load(blob, &platform, &el2_owned);
 
     let online = smp::start_secondaries(&platform, boot_index);
     info!("cpus: {online}/{} online", platform.cpus.len());
@@ -180,7 +181,11 @@ pub extern "C" fn primary_main(dtb: u64, t0: u64, load: u64) -> ! {
     if let Some(test) = options.self_test {
         self_test(test);
     }
-    arch::park()
+    match config {
+        Some(config) => vmm::setup(config, platform, blob, &el2_owned),
+        None => vmm::setup_none(),
+    }
+    vmm::run_cpu(boot_index)
 }
 
 /// Fails on purpose, as `tandem.selftest=` asked.
@@ -406,7 +411,7 @@ pub extern "C" fn secondary_main(index: u64) -> ! {
     let stack = mmu::stack_of(index);
     info!("online (stack {:#x}-{:#x})", stack.start, stack.end);
     smp::mark_online(index);
-    arch::park()
+    vmm::run_cpu(index)
 }
 
 /// Reports a panic as `tandem: panic: <message> at <file>:<line>` and stops this CPU.

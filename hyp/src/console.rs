@@ -127,6 +127,13 @@ pub fn line(level: Level, args: fmt::Arguments<'_>) {
     });
 }
 
+/// Prints one line of a VM's console output, tagged `[<label>] `.
+pub fn tagged(label: &str, args: fmt::Arguments<'_>) {
+    with_uart(None, |uart| {
+        let _ = writeln!(Line(uart), "[{label}] {args}");
+    });
+}
+
 struct Logger;
 
 impl Log for Logger {

@@ -8,7 +8,9 @@
 extern crate alloc;
 
 pub mod bootargs;
+pub mod devices;
 pub mod esr;
+pub mod guest;
 pub mod mm;
 
 #[cfg(target_os = "none")]
@@ -23,5 +25,7 @@ mod drivers;
 mod heap;
 #[cfg(target_os = "none")]
 mod smp;
+#[cfg(target_os = "none")]
+mod vmm;
 #[cfg(target_os = "none")]
 mod vms;

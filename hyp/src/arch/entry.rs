@@ -162,7 +162,8 @@ global_asm!(
     "    add     x1, x1, :lo12:{stacks}",
     "    mov     x2, #{boot_stack_top_pages}",
     "    add     x1, x1, x2, lsl #12",
-    "    mov     sp, x1",
+    // The top of every stack is kept for the CPU's trap frame (vcpu::enter).
+    "    sub     sp, x1, #{frame_size}",
     "    mov     x0, x19",
     "    mov     x1, x20",
     "    mov     x2, x21",
@@ -174,6 +175,7 @@ global_asm!(
     stacks = sym STACKS,
     boot_stack_top_pages = const ((MAX_CPUS + 1) * STACK_SLOT) / PAGE_SIZE as usize,
     primary = sym crate::boot::primary_main,
+    frame_size = const core::mem::size_of::<TrapFrame>(),
 );
 
 global_asm!(
@@ -219,7 +221,7 @@ global_asm!(
     "    mov     x3, #{slot_pages}",
     "    mul     x2, x2, x3",
     "    add     x1, x1, x2, lsl #12",
-    "    mov     sp, x1",
+    "    sub     sp, x1, #{frame_size}",
     "    mov     x0, x19",
     "    bl      {secondary}",
     "9:  wfe",
@@ -236,6 +238,7 @@ global_asm!(
     stacks = sym STACKS,
     slot_pages = const STACK_SLOT / PAGE_SIZE as usize,
     secondary = sym crate::boot::secondary_main,
+    frame_size = const core::mem::size_of::<TrapFrame>(),
 );
 
 unsafe extern "C" {
@@ -324,7 +327,10 @@ global_asm!(
     // el2_exception(slot, frame)
     "    mov     x1, sp",
     "    bl      {handler}",
-    // Restore what the handler may have changed and return.
+    // Restore what the handler may have changed and return. vCPUs also enter their guest
+    // here, with SP at a frame they filled (vcpu::enter).
+    ".global el2_return_to_frame",
+    "el2_return_to_frame:",
     "    ldp     x2, x3, [sp, #{elr}]",
     "    msr     elr_el2, x2",
     "    msr     spsr_el2, x3",

@@ -7,6 +7,7 @@ pub mod mmu;
 pub mod psci;
 pub mod sysreg;
 pub mod trap;
+pub mod vcpu;
 
 /// Stops this CPU for good: interrupts masked, waiting in WFI so an emulator or a real
 /// core spends no cycles on it.
@@ -90,4 +91,64 @@ pub fn physical_bytes(ram: &[platform::MemRange], base: u64, len: u64) -> Option
     // (VA == PA) for the hypervisor's whole life (both ends checked above); boot loaders'
     // modules there are only read.
     Some(unsafe { core::slice::from_raw_parts(addr as *const u8, len) })
+}
+
+/// Whether every page of `[dst, dst + len)` is RAM that EL2 maps read-write and that is
+/// not part of the hypervisor's image: the only memory a guest's images may be written to.
+fn guest_writable(dst: u64, len: u64) -> bool {
+    let Some(end) = dst.checked_add(len) else {
+        return false;
+    };
+    let image = mmu::image_layout().image;
+    if dst < image.end && image.start < end {
+        return false;
+    }
+    let mut page = dst & !0xfff;
+    while page < end {
+        if mmu::translate(page) != Some(crate::mm::pagetable::Attrs::ReadWrite) {
+            return false;
+        }
+        page += 0x1000;
+    }
+    true
+}
+
+/// Copies `data` to physical `dst` (a guest's memory, VA == PA at EL2). Refused (false)
+/// unless the whole range is RAM mapped read-write outside the hypervisor's image.
+pub fn write_physical(dst: u64, data: &[u8]) -> bool {
+    if !guest_writable(dst, data.len() as u64) {
+        return false;
+    }
+    // SAFETY: the range is mapped read-write RAM outside the hypervisor's image (checked
+    // above), so no Rust object of ours lives there; `data` is elsewhere (a module).
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst as usize as *mut u8, data.len()) };
+    true
+}
+
+/// Fills physical `[dst, dst + len)` with zeros, under the same rule as `write_physical`.
+pub fn zero_physical(dst: u64, len: u64) -> bool {
+    let (true, Ok(n)) = (guest_writable(dst, len), usize::try_from(len)) else {
+        return false;
+    };
+    // SAFETY: as for `write_physical`.
+    unsafe { core::ptr::write_bytes(dst as usize as *mut u8, 0, n) };
+    true
+}
+
+/// The top of the stack slot this CPU runs on (slots are aligned to their size).
+pub fn current_stack_top() -> u64 {
+    let sp: u64;
+    // SAFETY: reading SP has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    let slot = entry::STACK_SLOT as u64;
+    (sp & !(slot - 1)) + slot
+}
+
+/// Powers the machine off through firmware PSCI; if that returns (no PSCI, as on the
+/// Raspberry Pi), this CPU stops.
+pub fn system_off() -> ! {
+    psci::call(psci::SYSTEM_OFF, 0, 0, 0);
+    halt()
 }

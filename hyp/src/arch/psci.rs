@@ -3,6 +3,8 @@
 
 use core::arch::asm;
 
+/// SYSTEM_OFF.
+pub const SYSTEM_OFF: u32 = 0x8400_0008;
 /// CPU_ON, SMC64 form.
 pub const CPU_ON_64: u32 = 0xc400_0003;
 

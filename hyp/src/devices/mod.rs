@@ -1,0 +1,3 @@
+//! Device models the hypervisor emulates for guests. Pure: guest accesses in, effects out.
+
+pub mod vpl011;

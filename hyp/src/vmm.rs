@@ -1,0 +1,697 @@
+//! The VM monitor: builds each VM (stage-2 tables, images, its own DTB), runs its vCPUs on
+//! their physical CPUs, and answers every trap. Each answer ends in one of three ways:
+//! done, an exception injected into the guest, or the VM stopped with a logged reason.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use log::{error, info, warn};
+use platform::config::{HypervisorConfig, ModuleKind, OnCrash, VmConfig};
+use platform::guest_dt::{self, GuestLayout};
+use platform::{image, MemRange, Platform};
+use spin::{Mutex, Once};
+use stage2::{
+    IntermediatePhysAddr, PaRange, PhysAddr, Stage2Attrs, Stage2Config, Stage2Tables, Vmid,
+};
+
+use crate::arch::entry::MAX_CPUS;
+use crate::arch::trap::TrapFrame;
+use crate::arch::vcpu::{self, El2Tables, SPSR_EL1H_MASKED};
+use crate::arch::{self, sysreg};
+use crate::devices::vpl011::{self, VirtualPl011};
+use crate::esr::{self, VectorSlot};
+use crate::guest::abort::{self, NotMmio};
+use crate::guest::inject::{self, EntryFeatures, Exception, GuestContext};
+use crate::guest::psci::{self, Effect, FirmwareMitigations, VmPsci};
+
+/// The SPI of each VM's virtual console in its DTB (no interrupt is delivered yet).
+const CONSOLE_SPI: u32 = 1;
+/// Where a VM's DTB goes: this far below the end of its last memory bank.
+const DTB_ROOM: u64 = 2 << 20;
+
+/// Why a vCPU left the guest, counted per VM.
+#[derive(Clone, Copy)]
+enum Exit {
+    Hvc,
+    Smc,
+    Mmio,
+    Abort,
+    Wfi,
+    Sysreg,
+    Irq,
+    Other,
+}
+
+const EXIT_NAMES: [&str; 8] = [
+    "hvc", "smc", "mmio", "abort", "wfi", "sysreg", "irq", "other",
+];
+
+/// One VM while the hypervisor runs.
+pub struct Vm {
+    config: VmConfig,
+    /// Its stage-2 tables; kept for the VM's life (restarts reuse them).
+    stage2: Mutex<Stage2Tables<El2Tables>>,
+    vtcr: u64,
+    vttbr: u64,
+    psci: Mutex<VmPsci>,
+    console: Mutex<VirtualPl011>,
+    console_base: u64,
+    /// Per vCPU: where to start it when it is next woken (entry, x0).
+    starts: Vec<Mutex<Option<(u64, u64)>>>,
+    stopped: AtomicBool,
+    /// Bumped by every restart: a vCPU still running the previous run parks on its next exit.
+    generation: AtomicU64,
+    exits: [AtomicU64; 8],
+    /// What the VM is loaded from (the board DT, for its DTB).
+    host_blob: &'static [u8],
+}
+
+static VMS: Once<Vec<Vm>> = Once::new();
+/// Which (VM, vCPU) each physical CPU runs: `vm << 16 | vcpu`, or `usize::MAX`.
+static ASSIGNED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(usize::MAX) }; MAX_CPUS];
+/// The VM generation each CPU's vCPU was started in.
+static RUNNING: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Set once every VM is built: secondary CPUs wait for it.
+static READY: AtomicBool = AtomicBool::new(false);
+/// What the boot CPU learned about the board, for restarts.
+static BOARD: Once<Board> = Once::new();
+
+struct Board {
+    platform: Platform,
+    el2_owned: Vec<MemRange>,
+    labels: Vec<String>,
+}
+
+/// Builds every VM of `config` and loads its images. Boot CPU only. A VM that cannot be
+/// built is reported and left out; the others run.
+pub fn setup(
+    config: HypervisorConfig,
+    platform: Platform,
+    blob: &'static [u8],
+    el2_owned: &[MemRange],
+) {
+    let labels: Vec<String> = config.vms.iter().map(|v| v.label.clone()).collect();
+    let board = BOARD.call_once(|| Board {
+        platform,
+        el2_owned: el2_owned.to_vec(),
+        labels,
+    });
+    let mut vms = Vec::new();
+    let mut vmids = stage2::VmidAllocator::new();
+    for vm_config in config.vms {
+        let label = vm_config.label.clone();
+        match build(vm_config, board, blob, &mut vmids) {
+            Ok(vm) => vms.push(vm),
+            Err(why) => error!("vm {label}: not started: {why}"),
+        }
+    }
+    for (index, vm) in vms.iter().enumerate() {
+        for (vcpu, &cpu) in vm.config.cpus.iter().enumerate() {
+            if let Some(slot) = ASSIGNED.get(cpu) {
+                slot.store(index << 16 | vcpu, Ordering::Relaxed);
+            }
+        }
+    }
+    for vm in &vms {
+        log::debug!(
+            "vm {}: stage-2 tables use {} pages",
+            vm.config.label,
+            vm.stage2.lock().table_pages()
+        );
+    }
+    VMS.call_once(|| vms);
+    for vm in VMS.get().into_iter().flatten() {
+        if let Err(why) = load(vm) {
+            error!("vm {}: not started: {why}", vm.config.label);
+            vm.stopped.store(true, Ordering::Release);
+        }
+    }
+    READY.store(true, Ordering::Release);
+    aarch64_cpu::asm::sev();
+}
+
+/// No VM to run: CPUs just idle.
+pub fn setup_none() {
+    READY.store(true, Ordering::Release);
+    aarch64_cpu::asm::sev();
+}
+
+fn build(
+    config: VmConfig,
+    board: &Board,
+    blob: &'static [u8],
+    vmids: &mut stage2::VmidAllocator,
+) -> Result<Vm, String> {
+    let vmid: Vmid = vmids.allocate().map_err(|e| format!("{e}"))?;
+    let pa_range = PaRange::from_parange(sysreg::pa_range() as u8).map_err(|e| format!("{e}"))?;
+    let ipa_bits = pa_range.bits().min(48);
+    let s2config = Stage2Config::new(ipa_bits, pa_range, vmid).map_err(|e| format!("{e}"))?;
+    let mut tables =
+        Stage2Tables::new(El2Tables, s2config).map_err(|e| format!("stage-2 tables: {e}"))?;
+    let mut map = |range: &MemRange, attrs: Stage2Attrs, what: &str| {
+        let start = range.base & !0xfff;
+        let end = range.base.saturating_add(range.size).saturating_add(0xfff) & !0xfff;
+        tables
+            .map(
+                IntermediatePhysAddr(start),
+                PhysAddr(start),
+                end - start,
+                attrs,
+            )
+            .map_err(|e| format!("cannot map {what} {start:#x}-{end:#x}: {e}"))
+    };
+    for m in &config.memory {
+        map(m, Stage2Attrs::NORMAL_RWX, "memory")?;
+    }
+    for device in &config.devices {
+        for r in &device.regs {
+            map(r, Stage2Attrs::DEVICE_RW, &device.node)?;
+        }
+    }
+    let console_base = console_address(&board.platform, &config);
+    let psci = VmPsci::new(config.cpus.len(), FirmwareMitigations::default())
+        .map_err(|e| format!("{e}"))?;
+    let starts = config.cpus.iter().map(|_| Mutex::new(None)).collect();
+    Ok(Vm {
+        vtcr: tables.vtcr(),
+        vttbr: tables.vttbr(),
+        stage2: Mutex::new(tables),
+        psci: Mutex::new(psci),
+        console: Mutex::new(VirtualPl011::new()),
+        console_base,
+        starts,
+        stopped: AtomicBool::new(false),
+        generation: AtomicU64::new(0),
+        exits: [const { AtomicU64::new(0) }; 8],
+        host_blob: blob,
+        config,
+    })
+}
+
+/// The VM's console sits where the board's console is (a device address no VM has as
+/// memory), or at 0x09000000 when that is the VM's memory.
+fn console_address(platform: &Platform, config: &VmConfig) -> u64 {
+    let candidate = platform
+        .console
+        .as_ref()
+        .map_or(0x0900_0000, |u| u.base & !0xfff);
+    let window = MemRange {
+        base: candidate,
+        size: vpl011::WINDOW,
+    };
+    if config.memory.iter().any(|m| m.overlaps(&window)) {
+        0x0900_0000
+    } else {
+        candidate
+    }
+}
+
+/// Copies the VM's images into its memory, writes its DTB and arms vCPU 0.
+fn load(vm: &Vm) -> Result<(), String> {
+    let board = BOARD.get().ok_or("the board is not known")?;
+    let ram = &board.platform.memory;
+    let config = &vm.config;
+    let kernel = config
+        .module(ModuleKind::Kernel)
+        .ok_or("no kernel module")?;
+    let bytes = arch::physical_bytes(ram, kernel.range.base, kernel.range.size)
+        .ok_or("the kernel module is not in RAM")?;
+    let image = image::probe(bytes, kernel.raw).map_err(|e| format!("{}: {e}", kernel.node))?;
+    let plan = image::plan(&image, bytes.len(), &config.memory, kernel.load_address)
+        .map_err(|e| format!("{}: {e}", kernel.node))?;
+    for copy in &plan.copies {
+        let src = bytes
+            .get(copy.src_offset as usize..(copy.src_offset + copy.len) as usize)
+            .ok_or("image copy outside the module")?;
+        write_guest(vm, copy.dst, src)?;
+    }
+    for z in &plan.zero {
+        zero_guest(vm, z.base, z.size)?;
+    }
+
+    let last = config
+        .memory
+        .iter()
+        .max_by_key(|m| m.base)
+        .ok_or("no memory")?;
+    let top = last.base.saturating_add(last.size);
+    let dtb_at = top
+        .checked_sub(DTB_ROOM)
+        .filter(|&a| a >= last.base)
+        .ok_or("the last memory bank is smaller than 2 MiB")?;
+    let mut initrd = None;
+    let mut below = dtb_at;
+    if let Some(ramdisk) = config.module(ModuleKind::Ramdisk) {
+        let rd = arch::physical_bytes(ram, ramdisk.range.base, ramdisk.range.size)
+            .ok_or("the ramdisk module is not in RAM")?;
+        let size = (rd.len() as u64 + 0xfff) & !0xfff;
+        let at = below
+            .checked_sub(size)
+            .map(|a| a & !0x1f_ffff)
+            .filter(|&a| a >= last.base)
+            .ok_or("no room for the ramdisk below the DTB")?;
+        write_guest(vm, at, rd)?;
+        initrd = Some(MemRange {
+            base: at,
+            size: rd.len() as u64,
+        });
+        below = at;
+    }
+    let placed = MemRange {
+        base: below,
+        size: top - below,
+    };
+    if let Some(f) = plan.footprint.iter().find(|f| f.overlaps(&placed)) {
+        return Err(format!(
+            "the image ({:#x}+{:#x}) leaves no room for the DTB and ramdisk at the top of memory; give the VM more memory",
+            f.base, f.size
+        ));
+    }
+
+    let dtb = match config.module(ModuleKind::DeviceTree) {
+        Some(m) => {
+            let user = arch::physical_bytes(ram, m.range.base, m.range.size)
+                .ok_or("the device-tree module is not in RAM")?;
+            let shmem = Vec::new();
+            let layout = layout_for(vm, board, initrd);
+            if let Err(errors) = guest_dt::check_user_dtb(user, config, &shmem, &layout) {
+                let list: Vec<String> = errors.iter().map(|e| format!("{e}")).collect();
+                return Err(format!("{}: {}", m.node, list.join("; ")));
+            }
+            user.to_vec()
+        }
+        None => {
+            let layout = layout_for(vm, board, initrd);
+            guest_dt::generate(vm.host_blob, &board.platform, config, &[], &layout)
+                .map_err(|e| format!("guest DTB: {e}"))?
+        }
+    };
+    if dtb.len() as u64 > DTB_ROOM {
+        return Err("the guest DTB is larger than 2 MiB".into());
+    }
+    write_guest(vm, dtb_at, &dtb)?;
+
+    vm.psci.lock().reset();
+    if let Some(slot) = vm.starts.first() {
+        *slot.lock() = Some((plan.entry, dtb_at));
+    }
+    Ok(())
+}
+
+fn layout_for(vm: &Vm, board: &Board, initrd: Option<MemRange>) -> GuestLayout {
+    let mut layout = GuestLayout::like_host(&board.platform, vm.console_base, CONSOLE_SPI);
+    layout.initrd = initrd;
+    layout.vm_labels = board.labels.clone();
+    layout
+}
+
+/// Writes `data` at guest physical `dst` (IPA == PA) after checking it lies in the VM's
+/// own memory, then makes it visible to a guest running with its caches off.
+fn write_guest(vm: &Vm, dst: u64, data: &[u8]) -> Result<(), String> {
+    let len = data.len() as u64;
+    guest_range(vm, dst, len)?;
+    if !arch::write_physical(dst, data) {
+        return Err(format!(
+            "{dst:#x}+{len:#x} is not RAM the hypervisor may write"
+        ));
+    }
+    vcpu::publish_to_guest(dst, len);
+    Ok(())
+}
+
+fn zero_guest(vm: &Vm, dst: u64, len: u64) -> Result<(), String> {
+    guest_range(vm, dst, len)?;
+    if !arch::zero_physical(dst, len) {
+        return Err(format!(
+            "{dst:#x}+{len:#x} is not RAM the hypervisor may write"
+        ));
+    }
+    vcpu::publish_to_guest(dst, len);
+    Ok(())
+}
+
+fn guest_range(vm: &Vm, dst: u64, len: u64) -> Result<(), String> {
+    let end = dst.checked_add(len).ok_or("address overflow")?;
+    let inside = vm
+        .config
+        .memory
+        .iter()
+        .any(|m| m.base <= dst && m.end().is_some_and(|e| end <= e));
+    let board = BOARD.get().ok_or("the board is not known")?;
+    let hits_el2 = board.el2_owned.iter().any(|r| {
+        r.overlaps(&MemRange {
+            base: dst,
+            size: len,
+        })
+    });
+    if !inside || hits_el2 {
+        return Err(format!("{dst:#x}+{len:#x} is not inside the VM's memory"));
+    }
+    Ok(())
+}
+
+fn vm_of(cpu: usize) -> Option<(&'static Vm, usize)> {
+    let code = ASSIGNED.get(cpu)?.load(Ordering::Relaxed);
+    let vm = VMS.get()?.get(code >> 16)?;
+    Some((vm, code & 0xffff))
+}
+
+/// Runs this CPU's vCPU, if it has one; otherwise idles. Never returns.
+pub fn run_cpu(cpu: usize) -> ! {
+    while !READY.load(Ordering::Acquire) {
+        aarch64_cpu::asm::wfe();
+    }
+    let Some((vm, vcpu)) = vm_of(cpu) else {
+        arch::park();
+    };
+    let top = arch::current_stack_top();
+    let frame = (top - core::mem::size_of::<TrapFrame>() as u64) as usize as *mut TrapFrame;
+    // SAFETY: the frame is the top of this CPU's stack, below which everything runs; the
+    // caller's frames above it are never returned to.
+    let frame_ref = unsafe { &mut *frame };
+    *frame_ref = TrapFrame::new(0, SPSR_EL1H_MASKED, [0; 4]);
+    wait_for_start(vm, vcpu, frame_ref);
+    // SAFETY: `frame` is at the top of this CPU's stack and the CPU is in the VM's context
+    // (`wait_for_start` loaded it).
+    unsafe { vcpu::enter(frame) }
+}
+
+/// Parks this vCPU until it is asked to start, then loads the VM's context and sets up the
+/// frame so that returning from the trap enters the guest there.
+fn wait_for_start(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
+    let Some(slot) = vm.starts.get(vcpu) else {
+        arch::park()
+    };
+    let (entry, x0) = loop {
+        if let Some(start) = slot.lock().take() {
+            break start;
+        }
+        aarch64_cpu::asm::wfe();
+    };
+    if let Some(running) = RUNNING.get(sysreg::cpu_index()) {
+        running.store(vm.generation.load(Ordering::Acquire), Ordering::Relaxed);
+    }
+    vcpu::load_vm_context(vm.vtcr, vm.vttbr, vcpu);
+    vcpu::reset_el1();
+    vm.psci.lock().vcpu_started(vcpu);
+    *frame = TrapFrame::new(entry, SPSR_EL1H_MASKED, [x0, 0, 0, 0]);
+}
+
+/// Answers an exception taken from a guest (vector slots 8-15).
+pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
+    let cpu = sysreg::cpu_index();
+    let Some((vm, vcpu)) = vm_of(cpu) else {
+        crate::console::emergency(format_args!(
+            "tandem: exception from a lower EL on cpu{cpu}, which runs no vCPU"
+        ));
+        arch::halt()
+    };
+    match slot.0 & 3 {
+        0 => sync(vm, vcpu, frame),
+        1 | 2 => count(vm, Exit::Irq),
+        _ => crash(vm, vcpu, frame, format!("SError, ESR {:#x}", frame.esr)),
+    }
+    let restarted = RUNNING
+        .get(cpu)
+        .is_some_and(|r| r.load(Ordering::Relaxed) != vm.generation.load(Ordering::Acquire));
+    if vm.stopped.load(Ordering::Acquire) || restarted {
+        // The VM stopped or restarted (here or on another vCPU): this vCPU waits until it
+        // is started again.
+        wait_for_start(vm, vcpu, frame);
+    }
+}
+
+fn count(vm: &Vm, exit: Exit) {
+    vm.exits[exit as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+fn sync(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
+    let ec = esr::exception_class(frame.esr);
+    match ec {
+        0x16 => {
+            count(vm, Exit::Hvc);
+            psci_call(vm, vcpu, frame);
+        }
+        0x17 => {
+            count(vm, Exit::Smc);
+            // A trapped SMC returns to itself: step over it (Arm ARM D1.10.2).
+            frame.elr = frame.elr.wrapping_add(4);
+            psci_call(vm, vcpu, frame);
+        }
+        0x24 => data_abort(vm, vcpu, frame),
+        0x20 => {
+            count(vm, Exit::Abort);
+            let far = frame.far;
+            inject_into(
+                vm,
+                vcpu,
+                frame,
+                Exception::SyncExternalAbort {
+                    far,
+                    data: false,
+                    write: false,
+                },
+            );
+        }
+        0x01 => {
+            // WFI/WFE: no virtual interrupts exist yet, so there is nothing to wait for.
+            count(vm, Exit::Wfi);
+            frame.elr = frame.elr.wrapping_add(4);
+        }
+        0x18 => {
+            count(vm, Exit::Sysreg);
+            if is_set_way_maintenance(frame.esr) {
+                // DC ISW/CSW/CISW: answered without effect (HCR_EL2.TSW): by-set/way
+                // maintenance on a shared cache could discard other VMs' data.
+                frame.elr = frame.elr.wrapping_add(4);
+            } else {
+                inject_into(vm, vcpu, frame, Exception::Undefined);
+            }
+        }
+        _ => {
+            count(vm, Exit::Other);
+            inject_into(vm, vcpu, frame, Exception::Undefined);
+        }
+    }
+}
+
+/// ESR_EL2 ISS for a trapped system instruction: Op0 = 1, Op1 = 0, CRn = 7,
+/// CRm = 6/10/14, Op2 = 2 are DC ISW, DC CSW and DC CISW.
+fn is_set_way_maintenance(esr: u64) -> bool {
+    let iss = esr::iss(esr);
+    let op0 = (iss >> 20) & 3;
+    let op2 = (iss >> 17) & 7;
+    let op1 = (iss >> 14) & 7;
+    let crn = (iss >> 10) & 0xf;
+    let crm = (iss >> 1) & 0xf;
+    op0 == 1 && op1 == 0 && crn == 7 && matches!(crm, 6 | 10 | 14) && op2 == 2
+}
+
+fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
+    let abort = abort::decode_data_abort(frame.esr, frame.far, vcpu::hpfar());
+    match abort.mmio() {
+        Ok(access)
+            if access.ipa >= vm.console_base && access.ipa < vm.console_base + vpl011::WINDOW =>
+        {
+            count(vm, Exit::Mmio);
+            let offset = access.ipa - vm.console_base;
+            if access.write {
+                let value = access.write_value(&frame.x) as u32;
+                let mut console = vm.console.lock();
+                if let vpl011::Effect::Line(line) = console.write(offset, value) {
+                    print_line(vm, line);
+                }
+            } else {
+                let value = vm.console.lock().read(offset);
+                access.apply_read(&mut frame.x, u64::from(value));
+            }
+            frame.elr = frame.elr.wrapping_add(abort.instruction_len());
+        }
+        Err(NotMmio::CacheMaintenance) => {
+            // Cache maintenance by VA on an address with no memory: nothing to maintain.
+            count(vm, Exit::Mmio);
+            frame.elr = frame.elr.wrapping_add(abort.instruction_len());
+        }
+        Ok(access) => {
+            count(vm, Exit::Abort);
+            log::debug!(
+                "vm {}: vcpu{vcpu}: no device at IPA {:#x}: abort injected",
+                vm.config.label,
+                access.ipa
+            );
+            inject_into(
+                vm,
+                vcpu,
+                frame,
+                Exception::SyncExternalAbort {
+                    far: frame.far,
+                    data: true,
+                    write: access.write,
+                },
+            );
+        }
+        Err(why) => {
+            count(vm, Exit::Abort);
+            log::debug!(
+                "vm {}: vcpu{vcpu}: data abort at IPA {:#x} ({why}): abort injected",
+                vm.config.label,
+                abort.ipa
+            );
+            let write = abort.write;
+            inject_into(
+                vm,
+                vcpu,
+                frame,
+                Exception::SyncExternalAbort {
+                    far: frame.far,
+                    data: true,
+                    write,
+                },
+            );
+        }
+    }
+}
+
+fn print_line(vm: &Vm, line: &[u8]) {
+    let text = core::str::from_utf8(line).unwrap_or("<not UTF-8>");
+    crate::console::tagged(&vm.config.label, format_args!("{text}"));
+}
+
+fn inject_into(vm: &Vm, vcpu: usize, frame: &mut TrapFrame, exception: Exception) {
+    let guest = GuestContext {
+        spsr_el2: frame.spsr,
+        elr_el2: frame.elr,
+        vbar_el1: vcpu::guest_vbar(),
+        sctlr_el1: vcpu::guest_sctlr(),
+        features: EntryFeatures::default(),
+    };
+    match inject::inject(&guest, exception) {
+        Ok(i) => {
+            vcpu::set_guest_exception_regs(i.esr_el1, i.far_el1, i.elr_el1, i.spsr_el1);
+            frame.elr = i.elr_el2;
+            frame.spsr = i.spsr_el2;
+        }
+        Err(why) => crash(
+            vm,
+            vcpu,
+            frame,
+            format!("cannot inject {exception:?}: {why}"),
+        ),
+    }
+}
+
+fn psci_call(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
+    let mut x = [0u64; 8];
+    x.copy_from_slice(&frame.x[..8]);
+    let call = psci::decode(x);
+    let memory = &vm.config.memory;
+    let outcome = vm
+        .psci
+        .lock()
+        .handle(vcpu, call, |a| memory.iter().any(|m| m.contains(a)));
+    frame.x[..4].copy_from_slice(&outcome.x);
+    match outcome.effect {
+        Effect::Return | Effect::Suspend | Effect::FirmwareWorkaround { .. } => {}
+        Effect::StartVcpu {
+            vcpu: target,
+            entry,
+            context_id,
+        } => {
+            if let Some(slot) = vm.starts.get(target) {
+                *slot.lock() = Some((entry, context_id));
+                aarch64_cpu::asm::sev();
+            }
+        }
+        Effect::StopCaller => {
+            let all_off = {
+                let mut p = vm.psci.lock();
+                p.vcpu_stopped(vcpu);
+                p.all_off()
+            };
+            if all_off {
+                stop(vm, "every vCPU called CPU_OFF");
+            }
+            wait_for_start(vm, vcpu, frame);
+        }
+        Effect::SystemOff => stop(vm, "system-off"),
+        Effect::SystemReset => restart(vm, "system-reset"),
+    }
+}
+
+/// A guest fault that cannot be reflected to it: stop or restart the VM as its config says.
+fn crash(vm: &Vm, vcpu: usize, frame: &TrapFrame, why: String) {
+    error!(
+        "vm {}: vcpu{vcpu} crashed: {why} (ELR {:#x}, ESR {:#x}, FAR {:#x})",
+        vm.config.label, frame.elr, frame.esr, frame.far
+    );
+    match vm.config.on_crash {
+        OnCrash::Stop => stop(vm, "crashed"),
+        OnCrash::Restart => restart(vm, "crashed"),
+    }
+}
+
+fn report_exits(vm: &Vm) {
+    let mut s = String::new();
+    for (name, n) in EXIT_NAMES.iter().zip(&vm.exits) {
+        s.push_str(&format!(" {name} {}", n.load(Ordering::Relaxed)));
+    }
+    info!("vm {}: exits:{s}", vm.config.label);
+}
+
+fn flush_console(vm: &Vm) {
+    let console = vm.console.lock();
+    if !console.pending().is_empty() {
+        print_line(vm, console.pending());
+    }
+}
+
+/// Stops the VM alone; when every VM has stopped, powers the machine off.
+fn stop(vm: &Vm, reason: &str) {
+    if vm.stopped.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    flush_console(vm);
+    info!("vm {}: stopped ({reason})", vm.config.label);
+    report_exits(vm);
+    let all = VMS
+        .get()
+        .into_iter()
+        .flatten()
+        .all(|v| v.stopped.load(Ordering::Acquire));
+    if all {
+        info!("all VMs have stopped: powering off");
+        arch::system_off();
+    }
+}
+
+/// Restarts the VM alone from pristine copies of its images. Its other vCPUs park on
+/// their next exit; a vCPU that never exits cannot be stopped before the virtual GIC can
+/// interrupt it, so only the restarting vCPU's own CPU is guaranteed to be reused.
+fn restart(vm: &Vm, reason: &str) {
+    vm.stopped.store(true, Ordering::Release);
+    vm.generation.fetch_add(1, Ordering::AcqRel);
+    flush_console(vm);
+    report_exits(vm);
+    for m in &vm.config.memory {
+        if let Err(why) = zero_guest(vm, m.base, m.size) {
+            warn!("vm {}: restart: {why}", vm.config.label);
+        }
+    }
+    for slot in &vm.starts {
+        *slot.lock() = None;
+    }
+    match load(vm) {
+        Ok(()) => {
+            vm.stopped.store(false, Ordering::Release);
+            info!("vm {}: restarted ({reason})", vm.config.label);
+            aarch64_cpu::asm::sev();
+        }
+        Err(why) => {
+            error!("vm {}: cannot restart: {why}", vm.config.label);
+            vm.stopped.store(false, Ordering::Release);
+            stop(vm, "restart failed");
+        }
+    }
+}
