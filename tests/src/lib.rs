@@ -5,8 +5,8 @@
 //! `cargo xtask test` runs two tests at a time on a two-core machine.
 //!
 //! The files QEMU boots come from environment variables that `cargo xtask test` sets to
-//! absolute paths: `TANDEM_HYP_BIN`, `TANDEM_HYP_ELF`, `TANDEM_RPI4_DTB`, `TANDEM_UBOOT_BIN`
-//! and `TANDEM_LINUX_IMAGE`.
+//! absolute paths: `TANDEM_HYP_BIN`, `TANDEM_HYP_ELF`, `TANDEM_RPI4_DTB`, `TANDEM_UBOOT_BIN`,
+//! `TANDEM_LINUX_IMAGE` and `TANDEM_GUESTS_DIR` (the test guests' Images, see [`guest_image`]).
 
 pub mod gdb;
 
@@ -58,6 +58,8 @@ pub enum Input {
     UbootBin,
     /// Debian's arm64 kernel `Image`.
     LinuxImage,
+    /// The directory of the test guests' Images (`target/guests`, `<name>.bin`).
+    GuestsDir,
 }
 
 impl Input {
@@ -68,6 +70,7 @@ impl Input {
             Input::Rpi4Dtb => "TANDEM_RPI4_DTB",
             Input::UbootBin => "TANDEM_UBOOT_BIN",
             Input::LinuxImage => "TANDEM_LINUX_IMAGE",
+            Input::GuestsDir => "TANDEM_GUESTS_DIR",
         }
     }
 
@@ -80,7 +83,11 @@ impl Input {
             .ok_or_else(|| {
                 format!("{var} is not set: run the QEMU tests through `cargo xtask test`")
             })?;
-        if !path.is_file() {
+        let exists = match self {
+            Input::GuestsDir => path.is_dir(),
+            _ => path.is_file(),
+        };
+        if !exists {
             return Err(format!(
                 "{var}={} does not exist: run the QEMU tests through `cargo xtask test`",
                 path.display()
@@ -88,6 +95,18 @@ impl Input {
         }
         Ok(path)
     }
+}
+
+/// The Image of test guest `name` (`guests/<name>`), from [`Input::GuestsDir`].
+pub fn guest_image(name: &str) -> Result<PathBuf, String> {
+    let path = Input::GuestsDir.path()?.join(format!("{name}.bin"));
+    if !path.is_file() {
+        return Err(format!(
+            "{} does not exist: is there a guest guests/{name}? `cargo xtask build` builds them",
+            path.display()
+        ));
+    }
+    Ok(path)
 }
 
 /// The machine QEMU emulates.

@@ -66,6 +66,7 @@ pub fn build(args: &BuildArgs) -> Result<Artifacts> {
         header.image_size,
         header.text_offset,
     );
+    crate::guests::build(!args.debug)?;
     Ok(Artifacts { elf, bin })
 }
 

@@ -5,6 +5,7 @@ mod check_config;
 mod cmd;
 mod debian;
 mod fuzz;
+mod guests;
 mod image;
 mod prereq;
 mod qemu;

@@ -3,7 +3,8 @@
 //! The QEMU tests find their inputs through environment variables holding absolute paths:
 //! `TANDEM_HYP_BIN` (the flat Image), `TANDEM_HYP_ELF` (its ELF), `TANDEM_RPI4_DTB`
 //! (Debian's bcm2711-rpi-4-b.dtb) and `TANDEM_UBOOT_BIN` (Debian's U-Boot for virt); also
-//! `TANDEM_LINUX_IMAGE` (Debian's arm64 kernel `Image`, for tests that boot Linux).
+//! `TANDEM_LINUX_IMAGE` (Debian's arm64 kernel `Image`, for tests that boot Linux) and
+//! `TANDEM_GUESTS_DIR` (the test guests' Images, `<name>.bin`, built by `cargo xtask build`).
 //! The command ends with cargo test's own summary: nothing is printed after it.
 
 use std::path::Path;
@@ -80,7 +81,8 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         .env("TANDEM_HYP_ELF", absolute(&artifacts.elf)?)
         .env("TANDEM_RPI4_DTB", absolute(&kernel.rpi4_dtb())?)
         .env("TANDEM_UBOOT_BIN", absolute(Path::new(prereq::UBOOT_BIN))?)
-        .env("TANDEM_LINUX_IMAGE", absolute(&kernel.image)?);
+        .env("TANDEM_LINUX_IMAGE", absolute(&kernel.image)?)
+        .env("TANDEM_GUESTS_DIR", absolute(&crate::guests::output_dir())?);
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         // A failure message already quotes the console; a backtrace only buries it.
         qemu_tests.env("RUST_BACKTRACE", "0");
