@@ -20,13 +20,13 @@ const DEFAULT_SIZE: u64 = 8 * MIB;
 #[derive(clap::Args)]
 pub struct CheckConfigArgs {
     /// The board's device tree with its /hypervisor node: .dts (compiled with dtc) or .dtb.
-    file: PathBuf,
+    pub file: PathBuf,
     /// Where the hypervisor is loaded [default: the first RAM bank + 2 MiB, QEMU's direct-boot address].
     #[arg(long, value_name = "ADDR", value_parser = parse_number)]
-    hypervisor_at: Option<u64>,
+    pub hypervisor_at: Option<u64>,
     /// Bytes the hypervisor occupies [default: image_size from target/hyp.bin, else 8 MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_number)]
-    hypervisor_size: Option<u64>,
+    pub hypervisor_size: Option<u64>,
 }
 
 /// `0x200000`, `2097152`, `2M`, `0x2M`, `512K`, `1G`.

@@ -10,6 +10,7 @@ mod image;
 mod prereq;
 mod qemu;
 mod test;
+mod vmconfig;
 
 use std::process::ExitCode;
 

@@ -44,6 +44,10 @@ pub struct RunArgs {
     /// Build the debug profile of the hypervisor.
     #[arg(long)]
     pub debug: bool,
+    /// VMs to run: a `/hypervisor` DT fragment merged into the board's DT, its modules
+    /// placed with `-device loader` (see configs/ and docs/binding.md).
+    #[arg(long, value_name = "FILE.dtsi")]
+    pub config: Option<PathBuf>,
     /// Extra arguments passed to QEMU as they are (after `--`).
     #[arg(last = true, value_name = "QEMU_ARGS")]
     pub qemu_args: Vec<String>,
@@ -207,6 +211,9 @@ pub fn qemu_args(
             if machine.firmware == Firmware::Uboot {
                 push(&["-bios", prereq::UBOOT_BIN]);
             }
+            if let Some(dtb) = inputs.dtb {
+                push(&["-dtb", &dtb.to_string_lossy()]);
+            }
             push(&["-serial", console]);
         }
         Board::Raspi4b => {
@@ -250,9 +257,14 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let machine = Machine::from_args(args)?;
     prereq::ensure()?;
     let artifacts = build::build(&BuildArgs { debug: args.debug })?;
-    let dtb: Option<PathBuf> = match machine.board {
-        Board::Raspi4b => Some(debian::kernel()?.rpi4_dtb()),
-        Board::Virt => None,
+    let composed = match &args.config {
+        Some(config) => Some(crate::vmconfig::compose(&machine, config)?),
+        None => None,
+    };
+    let dtb: Option<PathBuf> = match (&composed, machine.board) {
+        (Some(c), _) => Some(c.dtb.clone()),
+        (None, Board::Raspi4b) => Some(debian::kernel()?.rpi4_dtb()),
+        (None, Board::Virt) => None,
     };
     let inputs = Inputs {
         bin: &artifacts.bin,
@@ -261,6 +273,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     let mut qemu = Command::new("qemu-system-aarch64");
     qemu.args(qemu_args(&machine, args, &inputs, interactive)?);
+    for (file, addr) in composed.iter().flat_map(|c| &c.modules) {
+        qemu.args([
+            "-device",
+            &format!("loader,file={},addr={addr:#x},force-raw=on", file.display()),
+        ]);
+    }
     die_with_parent(&mut qemu);
 
     eprintln!("xtask: {}", cmd::display(&qemu));
