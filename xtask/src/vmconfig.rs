@@ -55,6 +55,13 @@ fn base_dtb(machine: &Machine, out: &Path) -> Result<()> {
             let dtb = debian::kernel()?.rpi4_dtb();
             std::fs::copy(&dtb, out)
                 .map_err(|e| cmd::Error::new(format!("{}: {e}", dtb.display())))?;
+            // The file's memory node is zero-sized; QEMU writes 960 MiB into it at boot.
+            // Do the same here, so the config is checked against the RAM the board has.
+            let file = out.to_string_lossy();
+            tool(
+                "fdtput",
+                &["-t", "x", &file, "/memory@0", "reg", "0", "0", "0x3c000000"],
+            )?;
         }
     }
     Ok(())
