@@ -127,6 +127,7 @@ pub extern "C" fn primary_main(dtb: u64, t0: u64, load: u64) -> ! {
     );
     check_placement(&platform, layout.image);
     map_board(&platform, &[layout.image, dtb_region.page_aligned()]);
+    init_gic(&platform, boot_index);
     info!("gic: {}", describe_gic(&platform.gic));
     info!("memory: {}", describe_memory(&platform));
     if let Some(timer) = &platform.timer {
@@ -305,6 +306,26 @@ fn map_board(platform: &Platform, mapped: &[Region]) {
     }
 }
 
+/// Sets up the physical GIC (GICv3 only so far; on a GICv2 board CPUs wait by polling).
+fn init_gic(platform: &Platform, boot_index: usize) {
+    if let Gic::V3 {
+        gicd,
+        redistributors,
+        ..
+    } = &platform.gic
+    {
+        let Some(gicr) = redistributors.first() else {
+            return;
+        };
+        let mpidr = platform.cpus.get(boot_index).map_or(0, |c| c.mpidr);
+        // SAFETY: map_board mapped both windows as device memory at EL2; guests never get
+        // them (their GIC is emulated).
+        if let Err(why) = unsafe { crate::drivers::gic::init(gicd.base, gicr.base, mpidr) } {
+            warn!("gic: cannot drive the GICv3: {why}; CPUs will poll instead of sleeping");
+        }
+    }
+}
+
 /// Tiny fixed-capacity list of ranges, so mapping needs no allocation per bank.
 mod heapless_holes {
     /// Up to eight ranges.
@@ -408,6 +429,9 @@ pub extern "C" fn secondary_main(index: u64) -> ! {
     let index = index as usize;
     sysreg::set_cpu_index(index);
     sysreg::enable_event_stream();
+    if crate::drivers::gic::present() {
+        crate::drivers::gic::init_cpu(sysreg::mpidr());
+    }
     let stack = mmu::stack_of(index);
     info!("online (stack {:#x}-{:#x})", stack.start, stack.end);
     smp::mark_online(index);

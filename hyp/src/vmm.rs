@@ -21,6 +21,7 @@ use crate::arch::trap::TrapFrame;
 use crate::arch::vcpu::{self, El2Tables, SPSR_EL1H_MASKED};
 use crate::arch::{self, sysreg};
 use crate::devices::vpl011::{self, VirtualPl011};
+use crate::drivers::gic;
 use crate::esr::{self, VectorSlot};
 use crate::guest::abort::{self, NotMmio};
 use crate::guest::inject::{self, EntryFeatures, Exception, GuestContext};
@@ -129,13 +130,59 @@ pub fn setup(
         }
     }
     READY.store(true, Ordering::Release);
-    aarch64_cpu::asm::sev();
+    kick_all();
 }
 
 /// No VM to run: CPUs just idle.
 pub fn setup_none() {
     READY.store(true, Ordering::Release);
+    kick_all();
+}
+
+/// Waits for something to do: in WFI when the GIC can wake this CPU with a kick (so an
+/// idle CPU costs nothing, which under QEMU's -icount is every other CPU's time), else
+/// in WFE. Kicks that arrived are taken and retired.
+fn idle() {
+    if gic::present() {
+        aarch64_cpu::asm::wfi();
+        retire_interrupts();
+    } else {
+        aarch64_cpu::asm::wfe();
+    }
+}
+
+/// Takes every pending interrupt while no guest runs here: kicks have done their job by
+/// waking the CPU; a stopped guest's timer has nobody to go to.
+fn retire_interrupts() {
+    for _ in 0..64 {
+        let intid = arch::gic::acknowledge();
+        if intid >= 1020 {
+            break;
+        }
+        arch::gic::end_of_interrupt(intid);
+        arch::gic::deactivate(intid);
+    }
+}
+
+/// Wakes physical CPU `cpu` (an SGI, or an event when there is no GICv3 to send one).
+fn kick(cpu: usize) {
+    let mpidr = BOARD
+        .get()
+        .and_then(|b| b.platform.cpus.get(cpu))
+        .map(|c| c.mpidr);
+    match mpidr {
+        Some(mpidr) if gic::present() => arch::gic::send_sgi(gic::KICK_SGI, mpidr),
+        _ => aarch64_cpu::asm::sev(),
+    }
+}
+
+fn kick_all() {
     aarch64_cpu::asm::sev();
+    let count = BOARD.get().map_or(0, |b| b.platform.cpus.len());
+    let me = sysreg::cpu_index();
+    for cpu in (0..count).filter(|&c| c != me) {
+        kick(cpu);
+    }
 }
 
 fn build(
@@ -361,7 +408,7 @@ fn vm_of(cpu: usize) -> Option<(&'static Vm, usize)> {
 /// Runs this CPU's vCPU, if it has one; otherwise idles. Never returns.
 pub fn run_cpu(cpu: usize) -> ! {
     while !READY.load(Ordering::Acquire) {
-        aarch64_cpu::asm::wfe();
+        idle();
     }
     let Some((vm, vcpu)) = vm_of(cpu) else {
         arch::park();
@@ -388,7 +435,7 @@ fn wait_for_start(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
         if let Some(start) = slot.lock().take() {
             break start;
         }
-        aarch64_cpu::asm::wfe();
+        idle();
     };
     if let Some(running) = RUNNING.get(sysreg::cpu_index()) {
         running.store(vm.generation.load(Ordering::Acquire), Ordering::Relaxed);
@@ -410,7 +457,10 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
     };
     match slot.0 & 3 {
         0 => sync(vm, vcpu, frame),
-        1 | 2 => count(vm, Exit::Irq),
+        1 | 2 => {
+            count(vm, Exit::Irq);
+            retire_interrupts();
+        }
         _ => crash(vm, vcpu, frame, format!("SError, ESR {:#x}", frame.esr)),
     }
     let restarted = RUNNING
@@ -601,7 +651,9 @@ fn psci_call(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
         } => {
             if let Some(slot) = vm.starts.get(target) {
                 *slot.lock() = Some((entry, context_id));
-                aarch64_cpu::asm::sev();
+                if let Some(&cpu) = vm.config.cpus.get(target) {
+                    kick(cpu);
+                }
             }
         }
         Effect::StopCaller => {
@@ -686,7 +738,9 @@ fn restart(vm: &Vm, reason: &str) {
         Ok(()) => {
             vm.stopped.store(false, Ordering::Release);
             info!("vm {}: restarted ({reason})", vm.config.label);
-            aarch64_cpu::asm::sev();
+            if let Some(&cpu) = vm.config.cpus.first() {
+                kick(cpu);
+            }
         }
         Err(why) => {
             error!("vm {}: cannot restart: {why}", vm.config.label);

@@ -340,11 +340,29 @@ mod tests {
     fn args_for(argv: &[&str], interactive: bool) -> Vec<String> {
         let args = parse(argv).unwrap();
         let machine = Machine::from_args(&args).unwrap();
+        // As `run` does: a DTB for raspi4b (Debian's), none for virt without --config.
         let inputs = Inputs {
             bin: Path::new("/t/hyp.bin"),
-            dtb: Some(Path::new("/t/rpi4.dtb")),
+            dtb: (machine.board == Board::Raspi4b).then_some(Path::new("/t/rpi4.dtb")),
         };
         qemu_args(&machine, &args, &inputs, interactive).unwrap()
+    }
+
+    #[test]
+    fn virt_with_a_composed_dtb() {
+        let args = parse(&[]).unwrap();
+        let machine = Machine::from_args(&args).unwrap();
+        let inputs = Inputs {
+            bin: Path::new("/t/hyp.bin"),
+            dtb: Some(Path::new("/t/board+config.dtb")),
+        };
+        let q = qemu_args(&machine, &args, &inputs, false)
+            .unwrap()
+            .join(" ");
+        assert!(
+            q.contains("-m 2G -dtb /t/board+config.dtb -serial stdio"),
+            "{q}"
+        );
     }
 
     #[test]

@@ -27,6 +27,12 @@ impl Boot {
         self.load_address
     }
 
+    /// Where the image ends: the first byte after it, its .bss, stacks and heap included
+    /// (`image_size` of its header). The image occupies `load_address()..image_end()`.
+    pub fn image_end(&self) -> u64 {
+        (&raw const __image_end) as u64
+    }
+
     /// The board as the device tree describes it.
     pub fn platform(&self) -> Result<platform::Platform, platform::DtError> {
         platform::Platform::parse(self.dtb)
@@ -41,6 +47,11 @@ pub(crate) extern "C" fn start(dtb_addr: usize, load_address: u64) -> ! {
     // SAFETY: `__tandem_guest_main` is defined by the `guest!` macro, whose expansion has
     // exactly this signature; the linker refuses a guest that lacks it.
     unsafe { __tandem_guest_main(&Boot { dtb, load_address }) }
+}
+
+unsafe extern "C" {
+    /// The first byte after the image, from the linker script (`linker/guest.ld`).
+    static __image_end: u8;
 }
 
 unsafe extern "Rust" {

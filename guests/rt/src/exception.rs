@@ -4,10 +4,11 @@
 //! [`el1_exception`]. A synchronous exception is offered, in order, to a [`catch`] running on
 //! this vCPU (which records it and skips the faulting instruction), then to the handler
 //! installed with [`set_sync_handler`], and otherwise fails the test with the exception
-//! class. IRQs go to the handler installed with [`set_irq_handler`]; any other exception
+//! class. [`call_wild`] branches to an address that must not run and comes back from the
+//! instruction abort or PC alignment fault the branch takes there. IRQs go to the handler installed with [`set_irq_handler`]; any other exception
 //! fails the test.
 
-use core::arch::global_asm;
+use core::arch::{asm, global_asm};
 use core::fmt;
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -161,6 +162,37 @@ pub fn catch<R>(f: impl FnOnce() -> R) -> (R, Option<SyncException>) {
     (value, caught)
 }
 
+/// Per vCPU: a [`call_wild`] is running.
+static CALLING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Branches with link (`blr`) to `target`, expecting the fetch there to fault, and returns
+/// the exception it took: an instruction abort (EC 0x21) or a PC alignment fault (EC 0x22)
+/// taken while this runs resumes at the return address in x30, as if the code at `target`
+/// had returned at once. `None` when the code at `target` ran and returned by itself.
+///
+/// Meant for wild branches: to an address with no memory, another VM's or the hypervisor's
+/// memory, or a misaligned address. Any other exception fails the test as usual.
+///
+/// # Safety
+///
+/// Whatever is at `target` runs with this vCPU's privileges if it can be fetched: the
+/// caller must make sure `target` is not memory of this guest, or is code that returns
+/// following the C calling convention.
+pub unsafe fn call_wild(target: u64) -> Option<SyncException> {
+    let cpu = crate::cpu_index();
+    *CAUGHT[cpu].lock() = None;
+    CALLING[cpu].store(true, Ordering::SeqCst);
+    // SAFETY: the caller vouches for `target` (above). If its fetch faults, `synchronous`
+    // resumes at x30, the return address `blr` wrote, with every register the C calling
+    // convention lets a callee change declared clobbered.
+    unsafe {
+        asm!("blr {target}", target = in(reg) target, clobber_abi("C"));
+    }
+    CALLING[cpu].store(false, Ordering::SeqCst);
+    let caught = CAUGHT[cpu].lock().take();
+    caught
+}
+
 /// The vector slots, in the order of the vector table (Arm ARM D1.3.1).
 const SLOT_NAMES: [&str; 16] = [
     "synchronous, current EL, SP_EL0",
@@ -219,6 +251,12 @@ fn synchronous(frame: &mut Frame) {
     if skippable && CATCHING[cpu].load(Ordering::SeqCst) {
         CAUGHT[cpu].lock().get_or_insert(exception);
         frame.elr += 4;
+        return;
+    }
+    if !skippable && CALLING[cpu].load(Ordering::SeqCst) {
+        // A wild branch of `call_wild`: return to its caller.
+        CAUGHT[cpu].lock().get_or_insert(exception);
+        frame.elr = frame.regs[30];
         return;
     }
     let handler = *SYNC_HANDLER.lock();

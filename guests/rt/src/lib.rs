@@ -27,12 +27,14 @@
 
 extern crate alloc;
 
+pub mod args;
 mod boot;
 pub mod console;
 pub mod entry;
 pub mod exception;
 mod heap;
 pub mod psci;
+pub mod rand;
 pub mod smp;
 pub mod time;
 
@@ -43,7 +45,9 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use aarch64_cpu::registers::{Readable, TPIDR_EL1};
 
 pub use boot::{mpidr, run, Boot, Failure};
-pub use exception::{catch, set_irq_handler, set_sync_handler, Resolution, SyncException};
+pub use exception::{
+    call_wild, catch, set_irq_handler, set_sync_handler, Resolution, SyncException,
+};
 pub use smp::{start_cpu, StartError};
 
 /// A test guest.

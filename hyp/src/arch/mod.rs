@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod entry;
+pub mod gic;
 pub mod mmu;
 pub mod psci;
 pub mod sysreg;

@@ -29,8 +29,8 @@ use super::trap::TrapFrame;
 /// - TSC (19): SMC traps: guests get PSCI from the hypervisor, never firmware directly.
 /// - TSW (22): data cache maintenance by set/way traps: on a shared cache it could discard
 ///   other VMs' or the hypervisor's dirty lines. It is answered without effect.
+/// - TIDCP (20): implementation-defined system registers trap (and are refused).
 /// - RW (31): EL1 is AArch64.
-/// - TIDCP (53): implementation-defined system registers trap (and are refused).
 pub const HCR_GUEST: u64 = (1 << 0)
     | (1 << 1)
     | (1 << 3)
@@ -40,9 +40,9 @@ pub const HCR_GUEST: u64 = (1 << 0)
     | (1 << 10)
     | (1 << 13)
     | (1 << 19)
+    | (1 << 20)
     | (1 << 22)
-    | (1 << 31)
-    | (1 << 53);
+    | (1 << 31);
 
 /// SCTLR_EL1 at VM start: MMU and caches off, RES1 bits set (Arm ARM D24.2.155).
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;

@@ -1,3 +1,4 @@
 //! Device drivers of the hypervisor itself. Every MMIO access of the hypervisor lives here.
 
+pub mod gic;
 pub mod uart;
