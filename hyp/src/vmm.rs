@@ -26,6 +26,7 @@ use crate::esr::{self, VectorSlot};
 use crate::guest::abort::{self, NotMmio};
 use crate::guest::inject::{self, EntryFeatures, Exception, GuestContext};
 use crate::guest::psci::{self, Effect, FirmwareMitigations, VmPsci};
+use vgic::{AccessWidth, Effect as VgicEffect, GicVersion, ListRegister, Vgic, VgicConfig};
 
 /// The SPI of each VM's virtual console in its DTB (no interrupt is delivered yet).
 const CONSOLE_SPI: u32 = 1;
@@ -59,6 +60,8 @@ pub struct Vm {
     psci: Mutex<VmPsci>,
     console: Mutex<VirtualPl011>,
     console_base: u64,
+    /// The virtual GIC, where the hypervisor drives the physical one (GICv3 so far).
+    vgic: Option<VirtualGic>,
     /// Per vCPU: where to start it when it is next woken (entry, x0).
     starts: Vec<Mutex<Option<(u64, u64)>>>,
     stopped: AtomicBool,
@@ -68,6 +71,18 @@ pub struct Vm {
     /// What the VM is loaded from (the board DT, for its DTB).
     host_blob: &'static [u8],
 }
+
+/// A VM's virtual GIC and where its guest sees the distributor and redistributors.
+struct VirtualGic {
+    model: Mutex<Vgic>,
+    gicd: MemRange,
+    gicr: MemRange,
+}
+
+/// SPIs each virtual GIC offers (INTIDs 32..160).
+const VGIC_SPIS: u32 = 128;
+/// The EL1 timers' PPIs, forwarded to the vCPU with the hardware bit.
+const TIMER_PPIS: [u32; 2] = [27, 30];
 
 static VMS: Once<Vec<Vm>> = Once::new();
 /// Which (VM, vCPU) each physical CPU runs: `vm << 16 | vcpu`, or `usize::MAX`.
@@ -218,6 +233,7 @@ fn build(
         }
     }
     let console_base = console_address(&board.platform, &config);
+    let vgic = virtual_gic(&board.platform, config.cpus.len())?;
     let psci = VmPsci::new(config.cpus.len(), FirmwareMitigations::default())
         .map_err(|e| format!("{e}"))?;
     let starts = config.cpus.iter().map(|_| Mutex::new(None)).collect();
@@ -228,6 +244,7 @@ fn build(
         psci: Mutex::new(psci),
         console: Mutex::new(VirtualPl011::new()),
         console_base,
+        vgic,
         starts,
         stopped: AtomicBool::new(false),
         generation: AtomicU64::new(0),
@@ -235,6 +252,48 @@ fn build(
         host_blob: blob,
         config,
     })
+}
+
+/// A virtual GICv3 at the host GIC's addresses, with the timers forwarded to each vCPU.
+/// None when the hypervisor does not drive the physical GIC (GICv2 boards, for now).
+fn virtual_gic(platform: &Platform, vcpus: usize) -> Result<Option<VirtualGic>, String> {
+    let platform::Gic::V3 {
+        gicd,
+        redistributors,
+        ..
+    } = &platform.gic
+    else {
+        return Ok(None);
+    };
+    if !gic::present() {
+        return Ok(None);
+    }
+    let gicr_base = redistributors.first().map_or(gicd.base, |r| r.base);
+    let config = VgicConfig {
+        version: GicVersion::V3,
+        vcpus,
+        spis: VGIC_SPIS,
+    };
+    let mut model = Vgic::new(config).map_err(|e| format!("virtual GIC: {e:?}"))?;
+    let mut effects = Vec::new();
+    for vcpu in 0..vcpus {
+        for ppi in TIMER_PPIS {
+            model
+                .set_forwarded(ppi, vcpu, Some(ppi), &mut effects)
+                .map_err(|e| format!("virtual GIC: {e:?}"))?;
+        }
+    }
+    Ok(Some(VirtualGic {
+        model: Mutex::new(model),
+        gicd: MemRange {
+            base: gicd.base,
+            size: 0x1_0000,
+        },
+        gicr: MemRange {
+            base: gicr_base,
+            size: vcpus as u64 * guest_dt::GICR_FRAME_PAIR,
+        },
+    }))
 }
 
 /// The VM's console sits where the board's console is (a device address no VM has as
@@ -420,6 +479,7 @@ pub fn run_cpu(cpu: usize) -> ! {
     let frame_ref = unsafe { &mut *frame };
     *frame_ref = TrapFrame::new(0, SPSR_EL1H_MASKED, [0; 4]);
     wait_for_start(vm, vcpu, frame_ref);
+    flush_lrs(vm, vcpu);
     // SAFETY: `frame` is at the top of this CPU's stack and the CPU is in the VM's context
     // (`wait_for_start` loaded it).
     unsafe { vcpu::enter(frame) }
@@ -442,6 +502,9 @@ fn wait_for_start(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
     }
     vcpu::load_vm_context(vm.vtcr, vm.vttbr, vcpu);
     vcpu::reset_el1();
+    if vm.vgic.is_some() {
+        arch::gic::ich::reset_virtual_interface();
+    }
     vm.psci.lock().vcpu_started(vcpu);
     *frame = TrapFrame::new(entry, SPSR_EL1H_MASKED, [x0, 0, 0, 0]);
 }
@@ -455,11 +518,12 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
         ));
         arch::halt()
     };
+    sync_lrs(vm, vcpu);
     match slot.0 & 3 {
         0 => sync(vm, vcpu, frame),
         1 | 2 => {
             count(vm, Exit::Irq);
-            retire_interrupts();
+            take_interrupts(vm, vcpu);
         }
         _ => crash(vm, vcpu, frame, format!("SError, ESR {:#x}", frame.esr)),
     }
@@ -470,6 +534,78 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
         // The VM stopped or restarted (here or on another vCPU): this vCPU waits until it
         // is started again.
         wait_for_start(vm, vcpu, frame);
+    }
+    flush_lrs(vm, vcpu);
+}
+
+/// Reads this vCPU's list registers back into the virtual GIC after it exited.
+fn sync_lrs(vm: &Vm, vcpu: usize) {
+    let Some(vgic) = &vm.vgic else { return };
+    let n = arch::gic::ich::list_register_count();
+    let mut lrs = [ListRegister::INVALID; 16];
+    for (i, lr) in lrs.iter_mut().enumerate().take(n) {
+        *lr = ListRegister::from_ich_lr(arch::gic::ich::read_lr(i));
+    }
+    let mut effects = Vec::new();
+    vgic.model.lock().sync(vcpu, &lrs[..n], &mut effects);
+    apply(vm, vcpu, &effects);
+}
+
+/// Loads this vCPU's list registers with what it should see next, before it runs.
+fn flush_lrs(vm: &Vm, vcpu: usize) {
+    let Some(vgic) = &vm.vgic else { return };
+    let n = arch::gic::ich::list_register_count();
+    let mut lrs = [ListRegister::INVALID; 16];
+    let mut effects = Vec::new();
+    let outcome = vgic.model.lock().flush(vcpu, &mut lrs[..n], &mut effects);
+    for (i, lr) in lrs.iter().enumerate().take(n) {
+        arch::gic::ich::write_lr(i, lr.to_ich_lr());
+    }
+    arch::gic::ich::set_hcr(arch::gic::ich::HCR_EN | u64::from(outcome.hcr_bits()));
+    apply(vm, vcpu, &effects);
+}
+
+/// Carries out what the virtual GIC asks of the hardware.
+fn apply(vm: &Vm, me: usize, effects: &[VgicEffect]) {
+    for effect in effects {
+        match *effect {
+            VgicEffect::Kick(target) if target != me => {
+                if let Some(&cpu) = vm.config.cpus.get(target) {
+                    kick(cpu);
+                }
+            }
+            VgicEffect::DeactivatePhysical(intid) => arch::gic::deactivate(intid),
+            VgicEffect::Note(note) => log::trace!("vm {}: vgic: {note:?}", vm.config.label),
+            VgicEffect::Kick(_) => {}
+        }
+    }
+}
+
+/// Takes every pending physical interrupt on this vCPU's CPU: the timers go to the vCPU
+/// (forwarded: the guest's deactivation deactivates them), kicks and maintenance
+/// interrupts have done their job by making the vCPU exit.
+fn take_interrupts(vm: &Vm, vcpu: usize) {
+    let Some(vgic) = &vm.vgic else {
+        retire_interrupts();
+        return;
+    };
+    for _ in 0..64 {
+        let intid = arch::gic::acknowledge();
+        if intid >= 1020 {
+            break;
+        }
+        arch::gic::end_of_interrupt(intid);
+        let mut effects = Vec::new();
+        let forwarded = TIMER_PPIS.contains(&intid)
+            && vgic
+                .model
+                .lock()
+                .hw_arrived(intid, vcpu, &mut effects)
+                .is_ok();
+        if !forwarded {
+            arch::gic::deactivate(intid);
+        }
+        apply(vm, vcpu, &effects);
     }
 }
 
@@ -506,13 +642,30 @@ fn sync(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             );
         }
         0x01 => {
-            // WFI/WFE: no virtual interrupts exist yet, so there is nothing to wait for.
             count(vm, Exit::Wfi);
+            // WFI with nothing pending for the vCPU: sleep until a physical interrupt
+            // (its timer, a kick) arrives; it is taken once the guest runs again. WFE
+            // (ISS bit 0) only yields.
+            let wfi = esr::iss(frame.esr) & 1 == 0;
+            let idle = vm
+                .vgic
+                .as_ref()
+                .is_some_and(|g| g.model.lock().highest_pending(vcpu).is_none());
+            if wfi && idle {
+                aarch64_cpu::asm::wfi();
+            }
             frame.elr = frame.elr.wrapping_add(4);
         }
         0x18 => {
             count(vm, Exit::Sysreg);
-            if is_set_way_maintenance(frame.esr) {
+            if let Some(value) = sgi_write(frame) {
+                if let Some(vgic) = &vm.vgic {
+                    let mut effects = Vec::new();
+                    vgic.model.lock().sgi1r(vcpu, value, &mut effects);
+                    apply(vm, vcpu, &effects);
+                }
+                frame.elr = frame.elr.wrapping_add(4);
+            } else if is_set_way_maintenance(frame.esr) {
                 // DC ISW/CSW/CISW: answered without effect (HCR_EL2.TSW): by-set/way
                 // maintenance on a shared cache could discard other VMs' data.
                 frame.elr = frame.elr.wrapping_add(4);
@@ -525,6 +678,21 @@ fn sync(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             inject_into(vm, vcpu, frame, Exception::Undefined);
         }
     }
+}
+
+/// A trapped write to ICC_SGI1R_EL1 or ICC_ASGI1R_EL1 (Op0 3, Op1 0, CRn 12, CRm 11,
+/// Op2 5 or 6; HCR_EL2.IMO traps them): the value written.
+fn sgi_write(frame: &TrapFrame) -> Option<u64> {
+    let iss = esr::iss(frame.esr);
+    let read = iss & 1 != 0;
+    let rt = ((iss >> 5) & 0x1f) as usize;
+    let crm = (iss >> 1) & 0xf;
+    let crn = (iss >> 10) & 0xf;
+    let op1 = (iss >> 14) & 7;
+    let op2 = (iss >> 17) & 7;
+    let op0 = (iss >> 20) & 3;
+    let sgi = op0 == 3 && op1 == 0 && crn == 12 && crm == 11 && matches!(op2, 5 | 6);
+    (sgi && !read).then(|| frame.x.get(rt).copied().unwrap_or(0))
 }
 
 /// ESR_EL2 ISS for a trapped system instruction: Op0 = 1, Op1 = 0, CRn = 7,
@@ -541,6 +709,51 @@ fn is_set_way_maintenance(esr: u64) -> bool {
 
 fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
     let abort = abort::decode_data_abort(frame.esr, frame.far, vcpu::hpfar());
+    if let (Ok(access), Some(vgic)) = (abort.mmio(), &vm.vgic) {
+        let window = |r: &MemRange| access.ipa >= r.base && access.ipa < r.base + r.size;
+        let distributor = window(&vgic.gicd);
+        if distributor || window(&vgic.gicr) {
+            count(vm, Exit::Mmio);
+            let width =
+                AccessWidth::from_bytes(access.size.bytes() as usize).unwrap_or(AccessWidth::Word);
+            let mut effects = Vec::new();
+            {
+                let mut model = vgic.model.lock();
+                if distributor {
+                    let offset = access.ipa - vgic.gicd.base;
+                    if access.write {
+                        model.dist_write(
+                            vcpu,
+                            offset,
+                            width,
+                            access.write_value(&frame.x),
+                            &mut effects,
+                        );
+                    } else {
+                        let value = model.dist_read(vcpu, offset, width, &mut effects);
+                        access.apply_read(&mut frame.x, value);
+                    }
+                } else {
+                    let offset = access.ipa - vgic.gicr.base;
+                    if access.write {
+                        model.redist_write(
+                            vcpu,
+                            offset,
+                            width,
+                            access.write_value(&frame.x),
+                            &mut effects,
+                        );
+                    } else {
+                        let value = model.redist_read(vcpu, offset, width, &mut effects);
+                        access.apply_read(&mut frame.x, value);
+                    }
+                }
+            }
+            apply(vm, vcpu, &effects);
+            frame.elr = frame.elr.wrapping_add(abort.instruction_len());
+            return;
+        }
+    }
     match abort.mmio() {
         Ok(access)
             if access.ipa >= vm.console_base && access.ipa < vm.console_base + vpl011::WINDOW =>

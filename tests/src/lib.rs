@@ -140,6 +140,7 @@ pub struct Qemu {
     dtb: Option<PathBuf>,
     kernel: Option<PathBuf>,
     halted: bool,
+    multithreaded: bool,
     extra: Vec<String>,
 }
 
@@ -157,6 +158,7 @@ impl Qemu {
             dtb: None,
             kernel: None,
             halted: false,
+            multithreaded: false,
             extra: Vec::new(),
         }
     }
@@ -221,6 +223,14 @@ impl Qemu {
     }
 
     /// Freezes the CPUs before the first instruction; [`Session::gdb`] then controls them.
+    /// One host thread per vCPU (MTTCG) instead of one for the whole machine: for guests
+    /// like Linux that keep several CPUs busy, so a test takes seconds, not minutes.
+    pub fn multithreaded(mut self) -> Qemu {
+        self.multithreaded = true;
+        self
+    }
+
+    /// Freezes the CPUs before the first instruction; [`Session::gdb`] then controls them.
     pub fn halted(mut self) -> Qemu {
         self.halted = true;
         self
@@ -280,7 +290,12 @@ impl Qemu {
 
     /// The full QEMU argument list for booting.
     fn args(&self, files: &Files) -> Vec<String> {
-        let mut args = vec!["-accel".to_string(), "tcg,thread=single".into()];
+        let thread = if self.multithreaded {
+            "multi"
+        } else {
+            "single"
+        };
+        let mut args = vec!["-accel".to_string(), format!("tcg,thread={thread}")];
         args.extend(self.machine_args());
         args.extend([
             "-display".into(),

@@ -74,3 +74,87 @@ pub fn send_sgi(intid: u32, mpidr: u64) {
     // SAFETY: a barrier has no memory-safety effects.
     unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
 }
+
+/// The virtual CPU interface a guest sees, controlled through ICH_*_EL2 (aarch64-cpu has
+/// these registers).
+pub mod ich {
+    use aarch64_cpu::registers::{
+        Readable, Writeable, ICH_AP0R0_EL2, ICH_AP1R0_EL2, ICH_HCR_EL2, ICH_LR0_EL2, ICH_LR10_EL2,
+        ICH_LR11_EL2, ICH_LR12_EL2, ICH_LR13_EL2, ICH_LR14_EL2, ICH_LR15_EL2, ICH_LR1_EL2,
+        ICH_LR2_EL2, ICH_LR3_EL2, ICH_LR4_EL2, ICH_LR5_EL2, ICH_LR6_EL2, ICH_LR7_EL2, ICH_LR8_EL2,
+        ICH_LR9_EL2, ICH_VMCR_EL2, ICH_VTR_EL2,
+    };
+
+    /// ICH_HCR_EL2.En: the virtual CPU interface is on.
+    pub const HCR_EN: u64 = 1;
+
+    /// ICH_VTR_EL2.ListRegs + 1: how many list registers this CPU has (1..=16).
+    pub fn list_register_count() -> usize {
+        ((ICH_VTR_EL2.get() & 0x1f) + 1) as usize
+    }
+
+    /// Writes ICH_HCR_EL2.
+    pub fn set_hcr(value: u64) {
+        ICH_HCR_EL2.set(value);
+    }
+
+    /// Resets the guest's virtual CPU interface state (VMCR: priority mask, group enables,
+    /// binary points; active priorities) for a VM starting afresh.
+    pub fn reset_virtual_interface() {
+        ICH_VMCR_EL2.set(0);
+        ICH_AP0R0_EL2.set(0);
+        ICH_AP1R0_EL2.set(0);
+        for n in 0..16 {
+            write_lr(n, 0);
+        }
+    }
+
+    /// Reads ICH_LR<n>_EL2 (0 for n >= 16).
+    pub fn read_lr(n: usize) -> u64 {
+        match n {
+            0 => ICH_LR0_EL2.get(),
+            1 => ICH_LR1_EL2.get(),
+            2 => ICH_LR2_EL2.get(),
+            3 => ICH_LR3_EL2.get(),
+            4 => ICH_LR4_EL2.get(),
+            5 => ICH_LR5_EL2.get(),
+            6 => ICH_LR6_EL2.get(),
+            7 => ICH_LR7_EL2.get(),
+            8 => ICH_LR8_EL2.get(),
+            9 => ICH_LR9_EL2.get(),
+            10 => ICH_LR10_EL2.get(),
+            11 => ICH_LR11_EL2.get(),
+            12 => ICH_LR12_EL2.get(),
+            13 => ICH_LR13_EL2.get(),
+            14 => ICH_LR14_EL2.get(),
+            15 => ICH_LR15_EL2.get(),
+            _ => 0,
+        }
+    }
+
+    /// Writes ICH_LR<n>_EL2 (ignored for n >= 16, or beyond what the CPU has).
+    pub fn write_lr(n: usize, value: u64) {
+        if n >= list_register_count() {
+            return;
+        }
+        match n {
+            0 => ICH_LR0_EL2.set(value),
+            1 => ICH_LR1_EL2.set(value),
+            2 => ICH_LR2_EL2.set(value),
+            3 => ICH_LR3_EL2.set(value),
+            4 => ICH_LR4_EL2.set(value),
+            5 => ICH_LR5_EL2.set(value),
+            6 => ICH_LR6_EL2.set(value),
+            7 => ICH_LR7_EL2.set(value),
+            8 => ICH_LR8_EL2.set(value),
+            9 => ICH_LR9_EL2.set(value),
+            10 => ICH_LR10_EL2.set(value),
+            11 => ICH_LR11_EL2.set(value),
+            12 => ICH_LR12_EL2.set(value),
+            13 => ICH_LR13_EL2.set(value),
+            14 => ICH_LR14_EL2.set(value),
+            15 => ICH_LR15_EL2.set(value),
+            _ => {}
+        }
+    }
+}

@@ -31,6 +31,8 @@ use super::trap::TrapFrame;
 ///   other VMs' or the hypervisor's dirty lines. It is answered without effect.
 /// - TIDCP (20): implementation-defined system registers trap (and are refused).
 /// - RW (31): EL1 is AArch64.
+/// - APK, API (40, 41): pointer authentication keys and instructions do not trap: each
+///   vCPU owns its CPU, so its keys stay in the CPU like the rest of its EL1 state.
 pub const HCR_GUEST: u64 = (1 << 0)
     | (1 << 1)
     | (1 << 3)
@@ -42,7 +44,9 @@ pub const HCR_GUEST: u64 = (1 << 0)
     | (1 << 19)
     | (1 << 20)
     | (1 << 22)
-    | (1 << 31);
+    | (1 << 31)
+    | (1 << 40)
+    | (1 << 41);
 
 /// SCTLR_EL1 at VM start: MMU and caches off, RES1 bits set (Arm ARM D24.2.155).
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
