@@ -127,6 +127,30 @@ pub fn line(level: Level, args: fmt::Arguments<'_>) {
     });
 }
 
+/// Takes up to `out.len()` bytes of input from the console UART; returns how many.
+pub fn read_input(out: &mut [u8]) -> usize {
+    let mut n = 0;
+    with_uart(None, |uart| {
+        while n < out.len() {
+            match uart.read_byte() {
+                Some(b) => {
+                    out[n] = b;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+    });
+    n
+}
+
+/// Asks the console UART for an interrupt on input; false when it cannot.
+pub fn enable_input_interrupt() -> bool {
+    let mut ok = false;
+    with_uart(None, |uart| ok = uart.enable_rx_interrupt());
+    ok
+}
+
 /// Prints one line of a VM's console output, tagged `[<label>] `.
 pub fn tagged(label: &str, args: fmt::Arguments<'_>) {
     with_uart(None, |uart| {

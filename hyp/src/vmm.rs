@@ -144,6 +144,7 @@ pub fn setup(
             vm.stopped.store(true, Ordering::Release);
         }
     }
+    enable_console_input(&board.platform);
     READY.store(true, Ordering::Release);
     kick_all();
 }
@@ -176,7 +177,83 @@ fn retire_interrupts() {
         }
         arch::gic::end_of_interrupt(intid);
         arch::gic::deactivate(intid);
+        if intid == CONSOLE_INTID.load(Ordering::Relaxed) {
+            console_input();
+        }
     }
+}
+
+/// The physical console's interrupt, once input is enabled (0: none).
+static CONSOLE_INTID: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+/// The VM (index) that console input goes to.
+static FOCUS: AtomicUsize = AtomicUsize::new(0);
+/// Ctrl-A presses in a row; three switch the focus, as on Xen.
+static CTRL_A: AtomicUsize = AtomicUsize::new(0);
+const CTRL_A_BYTE: u8 = 0x01;
+
+/// Turns on console input when the board's console can interrupt through the GIC.
+fn enable_console_input(platform: &Platform) {
+    let Some(irq) = platform.console.as_ref().and_then(|u| u.interrupt) else {
+        return;
+    };
+    if !gic::present()
+        || irq.kind != platform::IrqKind::Spi
+        || !crate::console::enable_input_interrupt()
+    {
+        return;
+    }
+    CONSOLE_INTID.store(irq.intid(), Ordering::Relaxed);
+    gic::enable_spi(irq.intid());
+    if let Some(vm) = VMS.get().and_then(|v| v.first()) {
+        info!(
+            "console: input goes to vm {} (Ctrl-A three times switches)",
+            vm.config.label
+        );
+    }
+}
+
+/// Reads what was typed and hands it to the VM with the focus.
+fn console_input() {
+    let mut buf = [0u8; 32];
+    let n = crate::console::read_input(&mut buf);
+    let Some(vms) = VMS.get().filter(|v| !v.is_empty()) else {
+        return;
+    };
+    for &byte in &buf[..n] {
+        if byte == CTRL_A_BYTE {
+            if CTRL_A.fetch_add(1, Ordering::Relaxed) + 1 == 3 {
+                CTRL_A.store(0, Ordering::Relaxed);
+                let next = (FOCUS.load(Ordering::Relaxed) + 1) % vms.len();
+                FOCUS.store(next, Ordering::Relaxed);
+                info!("console: input goes to vm {}", vms[next].config.label);
+            }
+            continue;
+        }
+        // One or two Ctrl-A followed by something else were meant for the guest.
+        let held = CTRL_A.swap(0, Ordering::Relaxed);
+        let vm = &vms[FOCUS.load(Ordering::Relaxed) % vms.len()];
+        {
+            let mut console = vm.console.lock();
+            for _ in 0..held {
+                console.push_input(CTRL_A_BYTE);
+            }
+            console.push_input(byte);
+        }
+        console_irq(vm, 0, usize::MAX);
+    }
+}
+
+/// Sets the VM's console interrupt line to what its virtual PL011 says; `me` is the vCPU
+/// handling this (not kicked), `usize::MAX` for none.
+fn console_irq(vm: &Vm, vcpu: usize, me: usize) {
+    let Some(vgic) = &vm.vgic else { return };
+    let level = vm.console.lock().irq_level();
+    let mut effects = Vec::new();
+    let _ = vgic
+        .model
+        .lock()
+        .set_level(32 + CONSOLE_SPI, vcpu, level, &mut effects);
+    apply(vm, me, &effects);
 }
 
 /// Wakes physical CPU `cpu` (an SGI, or an event when there is no GICv3 to send one).
@@ -470,7 +547,10 @@ pub fn run_cpu(cpu: usize) -> ! {
         idle();
     }
     let Some((vm, vcpu)) = vm_of(cpu) else {
-        arch::park();
+        // No vCPU here: idle, taking what interrupts come (console input on the boot CPU).
+        loop {
+            idle();
+        }
     };
     let top = arch::current_stack_top();
     let frame = (top - core::mem::size_of::<TrapFrame>() as u64) as usize as *mut TrapFrame;
@@ -606,6 +686,9 @@ fn take_interrupts(vm: &Vm, vcpu: usize) {
             arch::gic::deactivate(intid);
         }
         apply(vm, vcpu, &effects);
+        if intid == CONSOLE_INTID.load(Ordering::Relaxed) {
+            console_input();
+        }
     }
 }
 
@@ -771,6 +854,7 @@ fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
                 access.apply_read(&mut frame.x, u64::from(value));
             }
             frame.elr = frame.elr.wrapping_add(abort.instruction_len());
+            console_irq(vm, vcpu, vcpu);
         }
         Err(NotMmio::CacheMaintenance) => {
             // Cache maintenance by VA on an address with no memory: nothing to maintain.

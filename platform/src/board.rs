@@ -243,6 +243,8 @@ pub struct Uart {
     pub size: u64,
     /// Full node path.
     pub node: String,
+    /// Its first interrupt, when it goes straight to the GIC (for console input).
+    pub interrupt: Option<Irq>,
 }
 
 /// The board: everything the hypervisor needs from the device tree.

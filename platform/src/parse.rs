@@ -578,11 +578,20 @@ fn uart(tree: &Tree<'_, '_>, i: usize) -> Option<Uart> {
     let reg_io_width = tree.u32_prop(i, "reg-io-width").ok().flatten();
     let kind = UartKind::from_node(tree.prop(i, "compatible")?, reg_shift, reg_io_width)?;
     let reg = *tree.regs(i).ok()??.first()?;
+    let interrupt = find_gic(tree)
+        .ok()
+        .filter(|&gic| {
+            tree.interrupt_parent(i)
+                .is_none_or(|p| tree.phandle(gic) == Some(p))
+        })
+        .and_then(|gic| interrupts(tree, i, gic).ok().flatten())
+        .and_then(|irqs| irqs.first().copied());
     Some(Uart {
         kind,
         base: reg.base,
         size: reg.size,
         node: tree.path(i),
+        interrupt,
     })
 }
 

@@ -586,7 +586,8 @@ fn translation_errors_name_node_and_bus() {
             kind,
             base: 0xf000_1000,
             size: 0x100,
-            node: "/bus@f0000000/inner/serial@1000".into()
+            node: "/bus@f0000000/inner/serial@1000".into(),
+            interrupt: None,
         })
     );
     assert_eq!(

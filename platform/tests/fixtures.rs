@@ -294,7 +294,12 @@ fn rpi4_patched_960m() {
             kind: UartKind::Bcm2835Aux,
             base: 0xfe21_5040,
             size: 0x40,
-            node: "/soc/serial@7e215040".into()
+            node: "/soc/serial@7e215040".into(),
+            interrupt: Some(Irq {
+                kind: IrqKind::Spi,
+                number: 93,
+                flags: 4
+            }),
         })
     );
 }

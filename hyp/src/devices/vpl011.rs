@@ -1,8 +1,9 @@
 //! A virtual PL011 UART: the console each VM sees at the address of its generated DTB.
 //!
-//! Output is collected into lines, which the hypervisor prints tagged with the VM's label.
-//! There is no input yet (the receive FIFO is always empty) and no interrupt: both come
-//! with the virtual GIC. Registers as the PrimeCell UART (PL011) Technical Reference
+//! Output is collected into lines, which the hypervisor prints tagged with the VM's label;
+//! input typed on the hypervisor's console goes into a 32-byte receive FIFO. The interrupt
+//! line is level-sensitive: raised while an unmasked transmit or receive condition holds
+//! (UARTMIS non-zero), as the hypervisor reads with `irq_level` after every access. Registers as the PrimeCell UART (PL011) Technical Reference
 //! Manual, section 3.2, lays them out; IDs as a real PL011 r1p5 reports them, since Linux's
 //! AMBA bus identifies the device by them.
 
@@ -29,11 +30,16 @@ const UARTDMACR: u64 = 0x048;
 const ID_BASE: u64 = 0xfe0;
 const IDS: [u32; 8] = [0x11, 0x10, 0x34, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
-/// UARTFR: receive FIFO empty, transmit FIFO empty.
+/// UARTFR: receive FIFO empty, receive FIFO full, transmit FIFO empty.
 const FR_RXFE: u32 = 1 << 4;
+const FR_RXFF: u32 = 1 << 6;
 const FR_TXFE: u32 = 1 << 7;
-/// UARTRIS: the transmit interrupt is always raised (the FIFO is never full).
+/// UARTRIS: receive, transmit (always: the FIFO is never full), receive timeout.
+const INT_RX: u32 = 1 << 4;
 const INT_TX: u32 = 1 << 5;
+const INT_RT: u32 = 1 << 6;
+/// Bytes the receive FIFO holds, as a real PL011's.
+pub const RX_FIFO: usize = 32;
 
 /// What a guest access asks of the hypervisor besides its result.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,6 +54,9 @@ pub enum Effect<'a> {
 pub struct VirtualPl011 {
     line: [u8; LINE_MAX],
     len: usize,
+    rx: [u8; RX_FIFO],
+    rx_head: usize,
+    rx_len: usize,
     ibrd: u32,
     fbrd: u32,
     lcr_h: u32,
@@ -70,6 +79,9 @@ impl VirtualPl011 {
         VirtualPl011 {
             line: [0; LINE_MAX],
             len: 0,
+            rx: [0; RX_FIFO],
+            rx_head: 0,
+            rx_len: 0,
             ibrd: 0,
             fbrd: 0,
             lcr_h: 0,
@@ -82,11 +94,15 @@ impl VirtualPl011 {
     }
 
     /// A guest read of the register at `offset`; unknown offsets read as zero.
-    pub fn read(&self, offset: u64) -> u32 {
+    pub fn read(&mut self, offset: u64) -> u32 {
         match offset {
-            UARTDR => 0,
+            UARTDR => self.pop().map_or(0, u32::from),
             UARTRSR => 0,
-            UARTFR => FR_RXFE | FR_TXFE,
+            UARTFR => {
+                let empty = if self.rx_len == 0 { FR_RXFE } else { 0 };
+                let full = if self.rx_len == RX_FIFO { FR_RXFF } else { 0 };
+                empty | full | FR_TXFE
+            }
             UARTILPR => self.ilpr,
             UARTIBRD => self.ibrd,
             UARTFBRD => self.fbrd,
@@ -94,8 +110,8 @@ impl VirtualPl011 {
             UARTCR => self.cr,
             UARTIFLS => self.ifls,
             UARTIMSC => self.imsc,
-            UARTRIS => INT_TX,
-            UARTMIS => INT_TX & self.imsc,
+            UARTRIS => self.raw_status(),
+            UARTMIS => self.raw_status() & self.imsc,
             UARTDMACR => self.dmacr,
             o if (ID_BASE..ID_BASE + 0x20).contains(&o) && o % 4 == 0 => {
                 IDS[((o - ID_BASE) / 4) as usize % IDS.len()]
@@ -145,6 +161,36 @@ impl VirtualPl011 {
         }
     }
 
+    fn raw_status(&self) -> u32 {
+        let rx = if self.rx_len > 0 { INT_RX | INT_RT } else { 0 };
+        INT_TX | rx
+    }
+
+    fn pop(&mut self) -> Option<u8> {
+        if self.rx_len == 0 {
+            return None;
+        }
+        let byte = self.rx[self.rx_head];
+        self.rx_head = (self.rx_head + 1) % RX_FIFO;
+        self.rx_len -= 1;
+        Some(byte)
+    }
+
+    /// Input for the guest; false (and the byte dropped) when the FIFO is full.
+    pub fn push_input(&mut self, byte: u8) -> bool {
+        if self.rx_len == RX_FIFO {
+            return false;
+        }
+        self.rx[(self.rx_head + self.rx_len) % RX_FIFO] = byte;
+        self.rx_len += 1;
+        true
+    }
+
+    /// The interrupt line: high while an unmasked condition holds (UARTMIS != 0).
+    pub fn irq_level(&self) -> bool {
+        self.raw_status() & self.imsc != 0
+    }
+
     /// Output not yet ended by a newline (printed when the VM stops).
     pub fn pending(&self) -> &[u8] {
         &self.line[..self.len]
@@ -185,8 +231,27 @@ mod tests {
     }
 
     #[test]
+    fn receives_input_with_an_interrupt() {
+        let mut u = VirtualPl011::new();
+        assert!(!u.irq_level());
+        u.write(UARTIMSC, INT_RX | INT_RT);
+        assert!(u.push_input(b'a') && u.push_input(b'b'));
+        assert!(u.irq_level());
+        assert_eq!(u.read(UARTFR) & FR_RXFE, 0);
+        assert_eq!(u.read(UARTDR), u32::from(b'a'));
+        assert_eq!(u.read(UARTDR), u32::from(b'b'));
+        assert!(!u.irq_level());
+        assert_eq!(u.read(UARTFR) & FR_RXFE, FR_RXFE);
+        for _ in 0..RX_FIFO {
+            assert!(u.push_input(b'x'));
+        }
+        assert!(!u.push_input(b'y'));
+        assert_eq!(u.read(UARTFR) & FR_RXFF, FR_RXFF);
+    }
+
+    #[test]
     fn reports_pl011_ids_and_an_idle_fifo() {
-        let u = VirtualPl011::new();
+        let mut u = VirtualPl011::new();
         assert_eq!(u.read(UARTFR), FR_RXFE | FR_TXFE);
         let id: Vec<u32> = (0..8).map(|i| u.read(ID_BASE + 4 * i)).collect();
         assert_eq!(id, IDS);

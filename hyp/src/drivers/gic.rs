@@ -101,6 +101,16 @@ pub fn init_cpu(mpidr: u64) {
     crate::arch::gic::init_physical_interface();
 }
 
+/// Enables SPI `intid` (32..) as a level-triggered group-1 interrupt; the distributor's
+/// default routing (IROUTER 0) sends it to the CPU with affinity 0.0.0.0.
+pub fn enable_spi(intid: u32) {
+    if let Some(gic) = GIC.lock().as_mut() {
+        let id = IntId::spi(intid.saturating_sub(32));
+        let _ = gic.driver.set_interrupt_priority(id, None, 0x80);
+        let _ = gic.driver.enable_interrupt(id, None, true);
+    }
+}
+
 /// Whether a GICv3 was set up (otherwise CPUs cannot be kicked and wait by polling).
 pub fn present() -> bool {
     GIC.lock().is_some()

@@ -12,6 +12,16 @@ use safe_mmio::{field, UniqueMmioPointer};
 pub trait Uart: Send {
     /// Waits until the UART can take a byte, then sends it.
     fn write_byte(&mut self, byte: u8);
+
+    /// A received byte, if one is waiting (UARTs without input support give none).
+    fn read_byte(&mut self) -> Option<u8> {
+        None
+    }
+
+    /// Asks for an interrupt when input arrives; false if this UART cannot.
+    fn enable_rx_interrupt(&mut self) -> bool {
+        false
+    }
 }
 
 /// The PL011 registers the console uses (PrimeCell UART PL011 TRM, section 3.2).
@@ -27,8 +37,12 @@ pub struct Pl011Registers {
     /// UARTFR: flags; bit 5 TXFF, transmit FIFO full.
     fr: ReadPure<u32>,
     _reserved1: [u32; 5],
-    /// UARTCR: control; bit 0 UARTEN, bit 8 TXE.
+    /// UARTCR: control; bit 0 UARTEN, bit 8 TXE, bit 9 RXE.
     cr: ReadPureWrite<u32>,
+    /// UARTIFLS.
+    ifls: ReadPureWrite<u32>,
+    /// UARTIMSC: interrupt mask set/clear; bit 4 RXIM, bit 6 RTIM.
+    imsc: ReadPureWrite<u32>,
 }
 
 /// The ARM PrimeCell PL011.
@@ -56,6 +70,25 @@ impl Uart for Pl011 {
             core::hint::spin_loop();
         }
         field!(self.0, dr).write(u32::from(byte));
+    }
+
+    fn read_byte(&mut self) -> Option<u8> {
+        const FR_RXFE: u32 = 1 << 4;
+        if field!(self.0, fr).read() & FR_RXFE != 0 {
+            return None;
+        }
+        Some(field!(self.0, dr).read() as u8)
+    }
+
+    fn enable_rx_interrupt(&mut self) -> bool {
+        const RXIM: u32 = 1 << 4;
+        const RTIM: u32 = 1 << 6;
+        const CR_RXE: u32 = 1 << 9;
+        let cr = field!(self.0, cr).read();
+        field!(self.0, cr).write(cr | CR_RXE);
+        let imsc = field!(self.0, imsc).read();
+        field!(self.0, imsc).write(imsc | RXIM | RTIM);
+        true
     }
 }
 
@@ -151,6 +184,22 @@ impl Uart for ConsoleUart {
             ConsoleUart::Pl011(u) => u.write_byte(byte),
             ConsoleUart::MiniUart(u) => u.write_byte(byte),
             ConsoleUart::Ns16550(u) => u.write_byte(byte),
+        }
+    }
+
+    fn read_byte(&mut self) -> Option<u8> {
+        match self {
+            ConsoleUart::Pl011(u) => u.read_byte(),
+            ConsoleUart::MiniUart(u) => u.read_byte(),
+            ConsoleUart::Ns16550(u) => u.read_byte(),
+        }
+    }
+
+    fn enable_rx_interrupt(&mut self) -> bool {
+        match self {
+            ConsoleUart::Pl011(u) => u.enable_rx_interrupt(),
+            ConsoleUart::MiniUart(u) => u.enable_rx_interrupt(),
+            ConsoleUart::Ns16550(u) => u.enable_rx_interrupt(),
         }
     }
 }
