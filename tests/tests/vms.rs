@@ -24,9 +24,21 @@ const TINY_GUEST: [u32; 9] = [
     0x1400_0000, // b    .
 ];
 
+/// The same guest with PSCI SYSTEM_RESET (0x84000009) instead of SYSTEM_OFF: it prints
+/// and restarts, for good.
+fn resetting_guest() -> [u32; 9] {
+    let mut words = TINY_GUEST;
+    words[5] = 0x5280_0120; // movz w0, #0x0009
+    words
+}
+
 fn write_tiny(dir: &Path) -> std::path::PathBuf {
+    write_words(dir, &TINY_GUEST)
+}
+
+fn write_words(dir: &Path, words: &[u32]) -> std::path::PathBuf {
     let path = dir.join("tiny.bin");
-    let bytes: Vec<u8> = TINY_GUEST.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     path
 }
@@ -93,4 +105,45 @@ fn raw_guest_prints_and_powers_off_gicv3() {
 #[test]
 fn raw_guest_on_the_boot_cpu_gicv2() {
     raw_guest_runs(2, "cpu@0");
+}
+
+/// SYSTEM_RESET restarts the VM alone from a pristine copy of its image, again and again,
+/// while the machine stays up.
+#[test]
+fn system_reset_restarts_the_vm() {
+    let dir = scratch_dir("reset");
+    let guest = write_words(&dir, &resetting_guest());
+    let machine = Qemu::virt().gic(3).cpus(2).mem("2G");
+    let dtb = dtb_with_fragment(
+        &machine,
+        &dir,
+        "reset",
+        &one_vm("cpu@1", TINY_GUEST.len() * 4),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let session = machine.dtb(&dtb).loader(&guest, MODULE_AT).spawn();
+    session
+        .wait_for("vm tiny: restarted (system-reset)", BANNER_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Each run prints once and restarts (wait_for_in_order cannot wait for a repeated
+    // line): poll for two restarts and the third run's line.
+    let deadline = std::time::Instant::now() + BANNER_TIMEOUT;
+    let output = loop {
+        let output = session.output();
+        let runs = output.matches("[tiny] H").count();
+        let restarts = output.matches("vm tiny: restarted (system-reset)").count();
+        if runs >= 3 && restarts >= 2 {
+            break output;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{runs} runs and {restarts} restarts after {BANNER_TIMEOUT:?}:\n{output}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !output.contains("powering off"),
+        "a restart is not a power-off:\n{output}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
