@@ -6,7 +6,8 @@
 //!
 //! The files QEMU boots come from environment variables that `cargo xtask test` sets to
 //! absolute paths: `TANDEM_HYP_BIN`, `TANDEM_HYP_ELF`, `TANDEM_RPI4_DTB`, `TANDEM_UBOOT_BIN`,
-//! `TANDEM_LINUX_IMAGE` and `TANDEM_GUESTS_DIR` (the test guests' Images, see [`guest_image`]).
+//! `TANDEM_LINUX_IMAGE`, `TANDEM_INITRAMFS` (its busybox initramfs) and `TANDEM_GUESTS_DIR`
+//! (the test guests' Images, see [`guest_image`]).
 
 pub mod gdb;
 
@@ -58,6 +59,8 @@ pub enum Input {
     UbootBin,
     /// Debian's arm64 kernel `Image`.
     LinuxImage,
+    /// The busybox initramfs for that kernel (`target/initramfs.cpio`, uncompressed newc).
+    Initramfs,
     /// The directory of the test guests' Images (`target/guests`, `<name>.bin`).
     GuestsDir,
 }
@@ -70,6 +73,7 @@ impl Input {
             Input::Rpi4Dtb => "TANDEM_RPI4_DTB",
             Input::UbootBin => "TANDEM_UBOOT_BIN",
             Input::LinuxImage => "TANDEM_LINUX_IMAGE",
+            Input::Initramfs => "TANDEM_INITRAMFS",
             Input::GuestsDir => "TANDEM_GUESTS_DIR",
         }
     }

@@ -1,7 +1,8 @@
 //! Unmodified Linux (Debian's arm64 kernel) as a guest beside the secure guest, on QEMU virt
 //! with GICv3: it finds the virtual GIC and timer, brings up its three vCPUs with PSCI and
-//! SGIs, and boots to the point of mounting its root file system (there is no initramfs
-//! yet, so it stops there), while the secure guest's heartbeat goes on.
+//! SGIs, and boots to the point of mounting its root file system (this test gives it no
+//! initramfs, so it stops there; `linux_userspace.rs` goes on to user space), while the
+//! secure guest's heartbeat goes on.
 
 use std::path::Path;
 use std::time::Duration;

@@ -7,6 +7,7 @@ mod debian;
 mod fuzz;
 mod guests;
 mod image;
+mod initramfs;
 mod prereq;
 mod qemu;
 mod test;
@@ -36,7 +37,8 @@ enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Build the libFuzzer targets in fuzz/ and run each for a bounded time.
     Fuzz(fuzz::FuzzArgs),
-    /// Download (once) Debian's arm64 kernel package into target/debian/ and print its paths.
+    /// Download (once) Debian's arm64 kernel and busybox into target/debian/, build
+    /// target/initramfs.cpio, and print their paths.
     Fetch,
 }
 
@@ -64,5 +66,6 @@ fn fetch() -> cmd::Result<()> {
     let kernel = debian::kernel()?;
     println!("linux image: {}", kernel.image.display());
     println!("rpi4 dtb:    {}", kernel.rpi4_dtb().display());
+    println!("initramfs:   {}", initramfs::build()?.display());
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! The QEMU tests find their inputs through environment variables holding absolute paths:
 //! `TANDEM_HYP_BIN` (the flat Image), `TANDEM_HYP_ELF` (its ELF), `TANDEM_RPI4_DTB`
 //! (Debian's bcm2711-rpi-4-b.dtb) and `TANDEM_UBOOT_BIN` (Debian's U-Boot for virt); also
-//! `TANDEM_LINUX_IMAGE` (Debian's arm64 kernel `Image`, for tests that boot Linux) and
+//! `TANDEM_LINUX_IMAGE` (Debian's arm64 kernel `Image`, for tests that boot Linux),
+//! `TANDEM_INITRAMFS` (its busybox initramfs, `target/initramfs.cpio`) and
 //! `TANDEM_GUESTS_DIR` (the test guests' Images, `<name>.bin`, built by `cargo xtask build`).
 //! The command ends with cargo test's own summary: nothing is printed after it.
 
@@ -63,6 +64,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
     prereq::ensure()?;
     let artifacts = build::build(&BuildArgs::default())?;
     let kernel = debian::kernel()?;
+    let initramfs = crate::initramfs::build()?;
 
     // 4. The QEMU integration tests. Their summary must be the last thing printed.
     step("QEMU integration tests");
@@ -82,6 +84,7 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         .env("TANDEM_RPI4_DTB", absolute(&kernel.rpi4_dtb())?)
         .env("TANDEM_UBOOT_BIN", absolute(Path::new(prereq::UBOOT_BIN))?)
         .env("TANDEM_LINUX_IMAGE", absolute(&kernel.image)?)
+        .env("TANDEM_INITRAMFS", absolute(&initramfs)?)
         .env("TANDEM_GUESTS_DIR", absolute(&crate::guests::output_dir())?);
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         // A failure message already quotes the console; a backtrace only buries it.

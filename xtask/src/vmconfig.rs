@@ -6,7 +6,8 @@
 //! result is checked with `check-config` before QEMU starts.
 //!
 //! `xtask,file` values: `@guest:<name>` (a test guest, `target/guests/<name>.bin`), `@linux`
-//! (Debian's arm64 kernel `Image`), or a path relative to FILE. The property is removed
+//! (Debian's arm64 kernel `Image`), `@initramfs` (the busybox initramfs,
+//! `target/initramfs.cpio`, built when needed), or a path relative to FILE. The property is removed
 //! before boot: the hypervisor never sees it.
 
 use std::path::{Path, PathBuf};
@@ -73,8 +74,10 @@ fn resolve(value: &str, config_dir: &Path) -> Result<PathBuf> {
         cmd::target_dir().join("guests").join(format!("{name}.bin"))
     } else if value == "@linux" {
         debian::kernel()?.image
+    } else if value == "@initramfs" {
+        crate::initramfs::build()?
     } else if value.starts_with('@') {
-        bail!("xtask,file = \"{value}\": unknown; use @guest:<name>, @linux or a path");
+        bail!("xtask,file = \"{value}\": unknown; use @guest:<name>, @linux, @initramfs or a path");
     } else {
         config_dir.join(value)
     };
