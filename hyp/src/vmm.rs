@@ -234,6 +234,13 @@ fn console_input() {
         let vm = &vms[FOCUS.load(Ordering::Relaxed) % vms.len()];
         {
             let mut console = vm.console.lock();
+            // Someone is typing to this VM: show the half line it is waiting behind (a
+            // shell prompt, the echo of the last key). Output is otherwise shown by whole
+            // lines, so that vCPUs printing at once never cut into each other's lines.
+            let partial = console.take_pending();
+            if !partial.is_empty() {
+                print_line(vm, partial);
+            }
             for _ in 0..held {
                 console.push_input(CTRL_A_BYTE);
             }

@@ -195,6 +195,13 @@ impl VirtualPl011 {
     pub fn pending(&self) -> &[u8] {
         &self.line[..self.len]
     }
+
+    /// Takes the output not yet ended by a newline, e.g. a shell prompt the guest now
+    /// waits behind: the caller prints it, and the line starts afresh.
+    pub fn take_pending(&mut self) -> &[u8] {
+        let len = core::mem::take(&mut self.len);
+        &self.line[..len]
+    }
 }
 
 #[cfg(test)]
