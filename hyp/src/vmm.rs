@@ -26,7 +26,9 @@ use crate::esr::{self, VectorSlot};
 use crate::guest::abort::{self, NotMmio};
 use crate::guest::inject::{self, EntryFeatures, Exception, GuestContext};
 use crate::guest::psci::{self, Effect, FirmwareMitigations, VmPsci};
-use vgic::{AccessWidth, Effect as VgicEffect, GicVersion, ListRegister, Vgic, VgicConfig};
+use vgic::{
+    AccessWidth, Effect as VgicEffect, EffectSink, GicVersion, ListRegister, Vgic, VgicConfig,
+};
 
 /// The SPI of each VM's virtual console in its DTB (no interrupt is delivered yet).
 const CONSOLE_SPI: u32 = 1;
@@ -806,37 +808,23 @@ fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             count(vm, Exit::Mmio);
             let width =
                 AccessWidth::from_bytes(access.size.bytes() as usize).unwrap_or(AccessWidth::Word);
+            type Read = fn(&Vgic, usize, u64, AccessWidth, &mut dyn EffectSink) -> u64;
+            type Write = fn(&mut Vgic, usize, u64, AccessWidth, u64, &mut dyn EffectSink);
+            let (base, read, write): (u64, Read, Write) = if distributor {
+                (vgic.gicd.base, Vgic::dist_read, Vgic::dist_write)
+            } else {
+                (vgic.gicr.base, Vgic::redist_read, Vgic::redist_write)
+            };
+            let offset = access.ipa - base;
             let mut effects = Vec::new();
             {
                 let mut model = vgic.model.lock();
-                if distributor {
-                    let offset = access.ipa - vgic.gicd.base;
-                    if access.write {
-                        model.dist_write(
-                            vcpu,
-                            offset,
-                            width,
-                            access.write_value(&frame.x),
-                            &mut effects,
-                        );
-                    } else {
-                        let value = model.dist_read(vcpu, offset, width, &mut effects);
-                        access.apply_read(&mut frame.x, value);
-                    }
+                if access.write {
+                    let value = access.write_value(&frame.x);
+                    write(&mut model, vcpu, offset, width, value, &mut effects);
                 } else {
-                    let offset = access.ipa - vgic.gicr.base;
-                    if access.write {
-                        model.redist_write(
-                            vcpu,
-                            offset,
-                            width,
-                            access.write_value(&frame.x),
-                            &mut effects,
-                        );
-                    } else {
-                        let value = model.redist_read(vcpu, offset, width, &mut effects);
-                        access.apply_read(&mut frame.x, value);
-                    }
+                    let value = read(&model, vcpu, offset, width, &mut effects);
+                    access.apply_read(&mut frame.x, value);
                 }
             }
             apply(vm, vcpu, &effects);
