@@ -308,21 +308,34 @@ fn map_board(platform: &Platform, mapped: &[Region]) {
 
 /// Sets up the physical GIC (GICv3 only so far; on a GICv2 board CPUs wait by polling).
 fn init_gic(platform: &Platform, boot_index: usize) {
-    if let Gic::V3 {
-        gicd,
-        redistributors,
-        ..
-    } = &platform.gic
-    {
-        let Some(gicr) = redistributors.first() else {
-            return;
-        };
-        let mpidr = platform.cpus.get(boot_index).map_or(0, |c| c.mpidr);
-        // SAFETY: map_board mapped both windows as device memory at EL2; guests never get
-        // them (their GIC is emulated).
-        if let Err(why) = unsafe { crate::drivers::gic::init(gicd.base, gicr.base, mpidr) } {
-            warn!("gic: cannot drive the GICv3: {why}; CPUs will poll instead of sleeping");
+    match &platform.gic {
+        Gic::V3 {
+            gicd,
+            redistributors,
+            ..
+        } => {
+            let Some(gicr) = redistributors.first() else {
+                return;
+            };
+            let mpidr = platform.cpus.get(boot_index).map_or(0, |c| c.mpidr);
+            // SAFETY: map_board mapped both windows as device memory at EL2; guests never
+            // get them (their GIC is emulated).
+            if let Err(why) = unsafe { crate::drivers::gic::init(gicd.base, gicr.base, mpidr) } {
+                warn!("gic: cannot drive the GICv3: {why}; CPUs will poll instead of sleeping");
+            }
         }
+        Gic::V2 {
+            gicd,
+            gicc,
+            gich: Some(gich),
+            gicv: Some(_),
+            ..
+        } => {
+            // SAFETY: map_board mapped GICD, GICC and GICH as device memory at EL2; guests
+            // get an emulated distributor and the hardware GICV, never these.
+            unsafe { crate::drivers::gic::init_v2(gicd.base, gicc.base, gich.base, boot_index) };
+        }
+        Gic::V2 { .. } => warn!("gic: GICv2 without GICH/GICV: guests get no virtual GIC"),
     }
 }
 
@@ -429,9 +442,7 @@ pub extern "C" fn secondary_main(index: u64) -> ! {
     let index = index as usize;
     sysreg::set_cpu_index(index);
     sysreg::enable_event_stream();
-    if crate::drivers::gic::present() {
-        crate::drivers::gic::init_cpu(sysreg::mpidr());
-    }
+    crate::drivers::gic::init_this_cpu(index, sysreg::mpidr());
     let stack = mmu::stack_of(index);
     info!("online (stack {:#x}-{:#x})", stack.start, stack.end);
     smp::mark_online(index);

@@ -161,7 +161,7 @@ pub fn setup_none() {
 /// idle CPU costs nothing, which under QEMU's -icount is every other CPU's time), else
 /// in WFE. Kicks that arrived are taken and retired.
 fn idle() {
-    if gic::present() {
+    if gic::version() != 0 {
         aarch64_cpu::asm::wfi();
         retire_interrupts();
     } else {
@@ -173,12 +173,12 @@ fn idle() {
 /// waking the CPU; a stopped guest's timer has nobody to go to.
 fn retire_interrupts() {
     for _ in 0..64 {
-        let intid = arch::gic::acknowledge();
+        let intid = gic::acknowledge();
         if intid >= 1020 {
             break;
         }
-        arch::gic::end_of_interrupt(intid);
-        arch::gic::deactivate(intid);
+        gic::end_of_interrupt(intid);
+        gic::deactivate(intid);
         if intid == CONSOLE_INTID.load(Ordering::Relaxed) {
             console_input();
         }
@@ -271,9 +271,8 @@ fn kick(cpu: usize) {
         .get()
         .and_then(|b| b.platform.cpus.get(cpu))
         .map(|c| c.mpidr);
-    match mpidr {
-        Some(mpidr) if gic::present() => arch::gic::send_sgi(gic::KICK_SGI, mpidr),
-        _ => aarch64_cpu::asm::sev(),
+    if !mpidr.is_some_and(|mpidr| gic::kick(cpu, mpidr)) {
+        aarch64_cpu::asm::sev();
     }
 }
 
@@ -320,6 +319,25 @@ fn build(
     }
     let console_base = console_address(&board.platform, &config);
     let vgic = virtual_gic(&board.platform, config.cpus.len())?;
+    if let (
+        Some(_),
+        platform::Gic::V2 {
+            gicc,
+            gicv: Some(gicv),
+            ..
+        },
+    ) = (&vgic, &board.platform.gic)
+    {
+        // GICC_DIR sits at 0x1000: the guest needs both pages of its CPU interface.
+        tables
+            .map(
+                IntermediatePhysAddr(gicc.base),
+                PhysAddr(gicv.base),
+                0x2000,
+                Stage2Attrs::DEVICE_RW,
+            )
+            .map_err(|e| format!("cannot map the virtual CPU interface: {e}"))?;
+    }
     let psci = VmPsci::new(config.cpus.len(), FirmwareMitigations::default())
         .map_err(|e| format!("{e}"))?;
     let starts = config.cpus.iter().map(|_| Mutex::new(None)).collect();
@@ -343,20 +361,51 @@ fn build(
 /// A virtual GICv3 at the host GIC's addresses, with the timers forwarded to each vCPU.
 /// None when the hypervisor does not drive the physical GIC (GICv2 boards, for now).
 fn virtual_gic(platform: &Platform, vcpus: usize) -> Result<Option<VirtualGic>, String> {
-    let platform::Gic::V3 {
-        gicd,
-        redistributors,
-        ..
-    } = &platform.gic
-    else {
-        return Ok(None);
+    let (version, gicd, gicr) = match (&platform.gic, gic::version()) {
+        (
+            platform::Gic::V3 {
+                gicd,
+                redistributors,
+                ..
+            },
+            3,
+        ) => {
+            let base = redistributors.first().map_or(gicd.base, |r| r.base);
+            let gicr = MemRange {
+                base,
+                size: vcpus as u64 * guest_dt::GICR_FRAME_PAIR,
+            };
+            (
+                GicVersion::V3,
+                MemRange {
+                    base: gicd.base,
+                    size: 0x1_0000,
+                },
+                gicr,
+            )
+        }
+        (
+            platform::Gic::V2 {
+                gicd,
+                gicv: Some(_),
+                ..
+            },
+            2,
+        ) => {
+            // The guest's CPU interface is the hardware GICV, mapped at its GICC address.
+            (
+                GicVersion::V2,
+                MemRange {
+                    base: gicd.base,
+                    size: 0x1000,
+                },
+                MemRange { base: 0, size: 0 },
+            )
+        }
+        _ => return Ok(None),
     };
-    if !gic::present() {
-        return Ok(None);
-    }
-    let gicr_base = redistributors.first().map_or(gicd.base, |r| r.base);
     let config = VgicConfig {
-        version: GicVersion::V3,
+        version,
         vcpus,
         spis: VGIC_SPIS,
     };
@@ -371,14 +420,8 @@ fn virtual_gic(platform: &Platform, vcpus: usize) -> Result<Option<VirtualGic>, 
     }
     Ok(Some(VirtualGic {
         model: Mutex::new(model),
-        gicd: MemRange {
-            base: gicd.base,
-            size: 0x1_0000,
-        },
-        gicr: MemRange {
-            base: gicr_base,
-            size: vcpus as u64 * guest_dt::GICR_FRAME_PAIR,
-        },
+        gicd,
+        gicr,
     }))
 }
 
@@ -592,7 +635,7 @@ fn wait_for_start(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
     vcpu::load_vm_context(vm.vtcr, vm.vttbr, vcpu);
     vcpu::reset_el1();
     if vm.vgic.is_some() {
-        arch::gic::ich::reset_virtual_interface();
+        gic::reset_virtual_interface();
     }
     vm.psci.lock().vcpu_started(vcpu);
     *frame = TrapFrame::new(entry, SPSR_EL1H_MASKED, [x0, 0, 0, 0]);
@@ -630,10 +673,10 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
 /// Reads this vCPU's list registers back into the virtual GIC after it exited.
 fn sync_lrs(vm: &Vm, vcpu: usize) {
     let Some(vgic) = &vm.vgic else { return };
-    let n = arch::gic::ich::list_register_count();
+    let n = gic::list_register_count().min(16);
     let mut lrs = [ListRegister::INVALID; 16];
     for (i, lr) in lrs.iter_mut().enumerate().take(n) {
-        *lr = ListRegister::from_ich_lr(arch::gic::ich::read_lr(i));
+        *lr = gic::read_lr(i);
     }
     let mut effects = Vec::new();
     vgic.model.lock().sync(vcpu, &lrs[..n], &mut effects);
@@ -643,14 +686,14 @@ fn sync_lrs(vm: &Vm, vcpu: usize) {
 /// Loads this vCPU's list registers with what it should see next, before it runs.
 fn flush_lrs(vm: &Vm, vcpu: usize) {
     let Some(vgic) = &vm.vgic else { return };
-    let n = arch::gic::ich::list_register_count();
+    let n = gic::list_register_count().min(16);
     let mut lrs = [ListRegister::INVALID; 16];
     let mut effects = Vec::new();
     let outcome = vgic.model.lock().flush(vcpu, &mut lrs[..n], &mut effects);
     for (i, lr) in lrs.iter().enumerate().take(n) {
-        arch::gic::ich::write_lr(i, lr.to_ich_lr());
+        gic::write_lr(i, lr);
     }
-    arch::gic::ich::set_hcr(arch::gic::ich::HCR_EN | u64::from(outcome.hcr_bits()));
+    gic::enable_virtual_interface(outcome.hcr_bits());
     apply(vm, vcpu, &effects);
 }
 
@@ -663,7 +706,7 @@ fn apply(vm: &Vm, me: usize, effects: &[VgicEffect]) {
                     kick(cpu);
                 }
             }
-            VgicEffect::DeactivatePhysical(intid) => arch::gic::deactivate(intid),
+            VgicEffect::DeactivatePhysical(intid) => gic::deactivate(intid),
             VgicEffect::Note(note) => log::trace!("vm {}: vgic: {note:?}", vm.config.label),
             VgicEffect::Kick(_) => {}
         }
@@ -679,11 +722,11 @@ fn take_interrupts(vm: &Vm, vcpu: usize) {
         return;
     };
     for _ in 0..64 {
-        let intid = arch::gic::acknowledge();
+        let intid = gic::acknowledge();
         if intid >= 1020 {
             break;
         }
-        arch::gic::end_of_interrupt(intid);
+        gic::end_of_interrupt(intid);
         let mut effects = Vec::new();
         let forwarded = TIMER_PPIS.contains(&intid)
             && vgic
@@ -692,7 +735,7 @@ fn take_interrupts(vm: &Vm, vcpu: usize) {
                 .hw_arrived(intid, vcpu, &mut effects)
                 .is_ok();
         if !forwarded {
-            arch::gic::deactivate(intid);
+            gic::deactivate(intid);
         }
         apply(vm, vcpu, &effects);
         if intid == CONSOLE_INTID.load(Ordering::Relaxed) {

@@ -1,6 +1,8 @@
-//! The physical GICv3 distributor and redistributors, through the arm-gic crate: set up
-//! once by the boot CPU, then each CPU wakes its redistributor and enables the private
-//! interrupts the hypervisor uses (the kick SGI, the maintenance interrupt, the timers).
+//! The physical GIC. GICv3: the distributor and redistributors through the arm-gic crate,
+//! the CPU interface through ICC_* registers; GICv2: `gicv2.rs`. Set up once by the boot
+//! CPU, then each CPU enables the private interrupts the hypervisor uses (the kick SGI,
+//! the maintenance interrupt, the timers). The functions at the end are the one interface
+//! the VM monitor uses, whichever version the board has.
 
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -15,7 +17,7 @@ use spin::Mutex;
 pub const KICK_SGI: u32 = 0;
 /// PPIs the hypervisor takes on every CPU: maintenance, virtual and physical EL1 timers.
 pub const MAINTENANCE_PPI: u32 = 25;
-const PRIVATE: [u32; 4] = [KICK_SGI, MAINTENANCE_PPI, 27, 30];
+pub(crate) const PRIVATE: [u32; 4] = [KICK_SGI, MAINTENANCE_PPI, 27, 30];
 
 static GIC: Mutex<Option<Gic>> = Mutex::new(None);
 
@@ -114,4 +116,113 @@ pub fn enable_spi(intid: u32) {
 /// Whether a GICv3 was set up (otherwise CPUs cannot be kicked and wait by polling).
 pub fn present() -> bool {
     GIC.lock().is_some()
+}
+
+/// Which GIC the board has, once one is driven.
+static VERSION: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// Takes a GICv2 (mapped at EL2) and sets up the boot CPU (`cpu`, its DT index).
+///
+/// # Safety
+/// As for `gicv2::init`.
+pub unsafe fn init_v2(gicd: u64, gicc: u64, gich: u64, cpu: usize) {
+    // SAFETY: the caller's guarantee, passed on.
+    unsafe { super::gicv2::init(gicd, gicc, gich) };
+    VERSION.store(2, core::sync::atomic::Ordering::Release);
+    super::gicv2::init_cpu(cpu);
+}
+
+/// The GIC version driven: 2, 3, or 0 for none.
+pub fn version() -> u8 {
+    match VERSION.load(core::sync::atomic::Ordering::Acquire) {
+        0 if present() => 3,
+        v => v,
+    }
+}
+
+/// Sets up CPU `cpu` (DT index, with affinity `mpidr`) for whichever GIC there is.
+pub fn init_this_cpu(cpu: usize, mpidr: u64) {
+    match version() {
+        2 => super::gicv2::init_cpu(cpu),
+        3 => init_cpu(mpidr),
+        _ => {}
+    }
+}
+
+/// Acknowledges the highest-priority pending interrupt; 1023 when none.
+pub fn acknowledge() -> u32 {
+    match version() {
+        2 => super::gicv2::acknowledge(),
+        3 => crate::arch::gic::acknowledge(),
+        _ => 1023,
+    }
+}
+
+/// Drops the running priority of `intid`.
+pub fn end_of_interrupt(intid: u32) {
+    match version() {
+        2 => super::gicv2::end_of_interrupt(intid),
+        3 => crate::arch::gic::end_of_interrupt(intid),
+        _ => {}
+    }
+}
+
+/// Deactivates `intid`.
+pub fn deactivate(intid: u32) {
+    match version() {
+        2 => super::gicv2::deactivate(intid),
+        3 => crate::arch::gic::deactivate(intid),
+        _ => {}
+    }
+}
+
+/// Wakes DT CPU `cpu` (affinity `mpidr`) with the kick SGI; false when there is no GIC.
+pub fn kick(cpu: usize, mpidr: u64) -> bool {
+    match version() {
+        2 => super::gicv2::kick(cpu),
+        3 => crate::arch::gic::send_sgi(KICK_SGI, mpidr),
+        _ => return false,
+    }
+    true
+}
+
+/// How many list registers this CPU has.
+pub fn list_register_count() -> usize {
+    match version() {
+        2 => super::gicv2::list_register_count(),
+        3 => crate::arch::gic::ich::list_register_count(),
+        _ => 0,
+    }
+}
+
+/// Reads list register `n`.
+pub fn read_lr(n: usize) -> vgic::ListRegister {
+    match version() {
+        2 => vgic::ListRegister::from_gich_lr(super::gicv2::read_lr(n)),
+        _ => vgic::ListRegister::from_ich_lr(crate::arch::gic::ich::read_lr(n)),
+    }
+}
+
+/// Writes list register `n`.
+pub fn write_lr(n: usize, lr: &vgic::ListRegister) {
+    match version() {
+        2 => super::gicv2::write_lr(n, lr.to_gich_lr()),
+        _ => crate::arch::gic::ich::write_lr(n, lr.to_ich_lr()),
+    }
+}
+
+/// Turns the virtual CPU interface on with the maintenance requests in `bits`.
+pub fn enable_virtual_interface(bits: u32) {
+    match version() {
+        2 => super::gicv2::set_hcr(1 | bits),
+        _ => crate::arch::gic::ich::set_hcr(crate::arch::gic::ich::HCR_EN | u64::from(bits)),
+    }
+}
+
+/// Resets the guest's virtual CPU interface state.
+pub fn reset_virtual_interface() {
+    match version() {
+        2 => super::gicv2::reset_virtual_interface(),
+        _ => crate::arch::gic::ich::reset_virtual_interface(),
+    }
 }
