@@ -35,8 +35,18 @@ fn last_heartbeat(output: &str) -> Option<u64> {
 }
 
 #[test]
-fn linux_reaches_user_space_and_powers_off_alone() {
-    let dir = scratch_dir("linux-userspace");
+fn linux_reaches_user_space_and_powers_off_alone_gicv3() {
+    reaches_user_space(3);
+}
+
+/// The same on GICv2: the emulated distributor, the hardware GICV mapped at GICC.
+#[test]
+fn linux_reaches_user_space_and_powers_off_alone_gicv2() {
+    reaches_user_space(2);
+}
+
+fn reaches_user_space(gic: u8) {
+    let dir = scratch_dir(&format!("linux-userspace-v{gic}"));
     let linux = Input::LinuxImage.path().unwrap_or_else(|e| panic!("{e}"));
     let initramfs = Input::Initramfs.path().unwrap_or_else(|e| panic!("{e}"));
     let secure = guest_image("secure").unwrap_or_else(|e| panic!("{e}"));
@@ -88,7 +98,7 @@ fn linux_reaches_user_space_and_powers_off_alone() {
 "#,
         secure_size = size(&secure),
     );
-    let machine = Qemu::virt().gic(3).cpus(4).mem("2G").multithreaded();
+    let machine = Qemu::virt().gic(gic).cpus(4).mem("2G").multithreaded();
     let dtb = dtb_with_fragment(&machine, &dir, "linux-userspace", &fragment)
         .unwrap_or_else(|e| panic!("{e}"));
     let session = machine
