@@ -1,6 +1,6 @@
 //! Unmodified Linux (Debian's arm64 kernel) boots to user space with the busybox initramfs
 //! (`cargo xtask`'s `target/initramfs.cpio`, a `multiboot,ramdisk` module) on three vCPUs
-//! beside the secure guest on QEMU virt with GICv3. Its `/init` loads the virtio and vsock
+//! beside the secure guest on QEMU virt with GICv3 and with GICv2. Its `/init` loads the virtio and vsock
 //! modules and, seeing `tandem.test=poweroff`, powers off: PSCI SYSTEM_OFF stops that VM
 //! alone, and the secure guest's heartbeat goes on.
 

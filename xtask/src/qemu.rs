@@ -45,9 +45,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub debug: bool,
     /// VMs to run: a `/hypervisor` DT fragment merged into the board's DT, its modules
-    /// placed with `-device loader` (see configs/ and docs/binding.md).
+    /// placed with `-device loader` (see configs/ and docs/binding.md). [default: Linux
+    /// beside the secure guest, configs/virt.dtsi or configs/raspi4b.dtsi, when the
+    /// machine has the default CPUs and memory]
     #[arg(long, value_name = "FILE.dtsi")]
     pub config: Option<PathBuf>,
+    /// Boot the hypervisor with no VMs.
+    #[arg(long, conflicts_with = "config")]
+    pub bare: bool,
     /// Extra arguments passed to QEMU as they are (after `--`).
     #[arg(last = true, value_name = "QEMU_ARGS")]
     pub qemu_args: Vec<String>,
@@ -243,6 +248,30 @@ pub fn qemu_args(
     Ok(q)
 }
 
+/// The shipped layout for this machine: Linux beside the secure guest. The layouts name
+/// four CPUs and need 2 GiB on virt, so other machines boot without VMs (and say so).
+fn default_config(machine: &Machine) -> Option<PathBuf> {
+    let file = match machine.board {
+        Board::Virt
+            if machine.cpus == 4
+                && machine.mem.0 >= 2048
+                && machine.firmware == Firmware::Direct =>
+        {
+            "configs/virt.dtsi"
+        }
+        Board::Raspi4b => "configs/raspi4b.dtsi",
+        Board::Virt => {
+            eprintln!(
+                "xtask: no shipped VM layout for this machine (configs/virt.dtsi needs --cpus 4, \
+                 --mem 2G or more and --firmware direct): booting the hypervisor without VMs; \
+                 pass --config FILE.dtsi for your own"
+            );
+            return None;
+        }
+    };
+    Some(cmd::root().join(file))
+}
+
 /// The gdb command that attaches to `-s -S` with symbols at the load address.
 pub fn gdb_command(elf: &Path, load_address: u64) -> String {
     let elf = cmd::quote(elf.as_os_str());
@@ -257,7 +286,12 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let machine = Machine::from_args(args)?;
     prereq::ensure()?;
     let artifacts = build::build(&BuildArgs { debug: args.debug })?;
-    let composed = match &args.config {
+    let config = match (&args.config, args.bare) {
+        (Some(config), _) => Some(config.clone()),
+        (None, true) => None,
+        (None, false) => default_config(&machine),
+    };
+    let composed = match &config {
         Some(config) => Some(crate::vmconfig::compose(&machine, config)?),
         None => None,
     };
