@@ -276,6 +276,15 @@ fn kick(cpu: usize) {
     }
 }
 
+/// Makes every other vCPU of `vm` exit (they then see the VM stopped or restarted and
+/// park), so a multi-vCPU VM stops as a whole even while its other vCPUs never trap.
+fn kick_vcpus(vm: &Vm) {
+    let me = sysreg::cpu_index();
+    for &cpu in vm.config.cpus.iter().filter(|&&c| c != me) {
+        kick(cpu);
+    }
+}
+
 fn kick_all() {
     aarch64_cpu::asm::sev();
     let count = BOARD.get().map_or(0, |b| b.platform.cpus.len());
@@ -1042,6 +1051,7 @@ fn stop(vm: &Vm, reason: &str) {
     flush_console(vm);
     info!("vm {}: stopped ({reason})", vm.config.label);
     report_exits(vm);
+    kick_vcpus(vm);
     let all = VMS
         .get()
         .into_iter()
@@ -1059,6 +1069,7 @@ fn stop(vm: &Vm, reason: &str) {
 fn restart(vm: &Vm, reason: &str) {
     vm.stopped.store(true, Ordering::Release);
     vm.generation.fetch_add(1, Ordering::AcqRel);
+    kick_vcpus(vm);
     flush_console(vm);
     report_exits(vm);
     for m in &vm.config.memory {
