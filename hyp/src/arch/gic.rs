@@ -1,32 +1,16 @@
 //! The GICv3 physical CPU interface as EL2 sees it (ICC_*): one function per register, as
 //! the Arm GICv3 architecture specification (IHI 0069) names them. aarch64-cpu has only
-//! ICC_SRE_EL2 and ICC_CTLR_EL1 of these, so each is a small `mrs`/`msr` wrapper.
+//! ICC_SRE_EL2 and ICC_CTLR_EL1 of these, so each function is its own small `mrs`/`msr`.
 
 use core::arch::asm;
-
-macro_rules! read_sysreg {
-    ($name:literal) => {{
-        let v: u64;
-        // SAFETY: reading this GIC system register has no side effects beyond those the
-        // caller asked for (for ICC_IAR1_EL1: acknowledging the interrupt it returns).
-        unsafe { asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack, preserves_flags)) };
-        v
-    }};
-}
-
-macro_rules! write_sysreg {
-    ($name:literal, $v:expr) => {{
-        let v: u64 = $v;
-        // SAFETY: writing this GIC system register affects only interrupt state, never
-        // memory; every caller is a named function below with its meaning documented.
-        unsafe { asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nomem, nostack, preserves_flags)) };
-    }};
-}
 
 /// Enables the system-register interface at EL2 and for EL1 (ICC_SRE_EL2: SRE, DFB, DIB,
 /// Enable), as GICv3 guests need.
 pub fn enable_sre() {
-    write_sysreg!("icc_sre_el2", 0b1111);
+    // SAFETY: ICC_SRE_EL2 only selects the GIC's system-register interface; no memory.
+    unsafe {
+        asm!("msr icc_sre_el2, {}", in(reg) 0b1111u64, options(nomem, nostack, preserves_flags))
+    };
     // SAFETY: a barrier has no memory-safety effects.
     unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
 }
@@ -35,9 +19,19 @@ pub fn enable_sre() {
 /// interrupt stays active until deactivated, by the hypervisor or by the guest through a
 /// hardware list register), all priorities unmasked, group 1 enabled.
 pub fn init_physical_interface() {
-    write_sysreg!("icc_ctlr_el1", 1 << 1);
-    write_sysreg!("icc_pmr_el1", 0xff);
-    write_sysreg!("icc_igrpen1_el1", 1);
+    // SAFETY: EOImode, the priority mask and the group enable change interrupt delivery to
+    // this CPU only; no memory is touched.
+    unsafe {
+        asm!(
+            "msr icc_ctlr_el1, {ctlr}",
+            "msr icc_pmr_el1, {pmr}",
+            "msr icc_igrpen1_el1, {en}",
+            ctlr = in(reg) 1u64 << 1,
+            pmr = in(reg) 0xffu64,
+            en = in(reg) 1u64,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
     // SAFETY: a barrier has no memory-safety effects.
     unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
 }
@@ -45,17 +39,27 @@ pub fn init_physical_interface() {
 /// Acknowledges the highest-priority pending group-1 interrupt (ICC_IAR1_EL1); 1023 when
 /// none is pending.
 pub fn acknowledge() -> u32 {
-    (read_sysreg!("icc_iar1_el1") & 0xff_ffff) as u32
+    let iar: u64;
+    // SAFETY: reading ICC_IAR1_EL1 acknowledges the interrupt it returns, which is what the
+    // caller asks for; no memory is touched.
+    unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) iar, options(nomem, nostack, preserves_flags)) };
+    (iar & 0xff_ffff) as u32
 }
 
 /// Drops the running priority of `intid` (ICC_EOIR1_EL1; with EOImode = 1 it stays active).
 pub fn end_of_interrupt(intid: u32) {
-    write_sysreg!("icc_eoir1_el1", u64::from(intid));
+    // SAFETY: a priority drop for an interrupt this CPU acknowledged; no memory touched.
+    unsafe {
+        asm!("msr icc_eoir1_el1, {}", in(reg) u64::from(intid), options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Deactivates `intid` (ICC_DIR_EL1).
 pub fn deactivate(intid: u32) {
-    write_sysreg!("icc_dir_el1", u64::from(intid));
+    // SAFETY: deactivating an interrupt changes GIC state only; no memory touched.
+    unsafe {
+        asm!("msr icc_dir_el1, {}", in(reg) u64::from(intid), options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Sends SGI `intid` to the CPU with affinity `mpidr` (ICC_SGI1R_EL1).
@@ -70,7 +74,10 @@ pub fn send_sgi(intid: u32, mpidr: u64) {
     }
     let value =
         (aff3 << 48) | (aff2 << 32) | (u64::from(intid & 0xf) << 24) | (aff1 << 16) | (1 << aff0);
-    write_sysreg!("icc_sgi1r_el1", value);
+    // SAFETY: generating an SGI signals another CPU; no memory is touched.
+    unsafe {
+        asm!("msr icc_sgi1r_el1, {}", in(reg) value, options(nomem, nostack, preserves_flags))
+    };
     // SAFETY: a barrier has no memory-safety effects.
     unsafe { asm!("isb", options(nomem, nostack, preserves_flags)) };
 }
