@@ -69,6 +69,9 @@ pub struct Vm {
     stopped: AtomicBool,
     /// Bumped by every restart: a vCPU still running the previous run parks on its next exit.
     generation: AtomicU64,
+    /// The physical counter when the VM (re)started: its CNTVOFF_EL2, so its virtual
+    /// counter starts at 0 each time.
+    cntvoff: AtomicU64,
     exits: [AtomicU64; 8],
     /// What the VM is loaded from (the board DT, for its DTB).
     host_blob: &'static [u8],
@@ -361,6 +364,7 @@ fn build(
         starts,
         stopped: AtomicBool::new(false),
         generation: AtomicU64::new(0),
+        cntvoff: AtomicU64::new(0),
         exits: [const { AtomicU64::new(0) }; 8],
         host_blob: blob,
         config,
@@ -538,6 +542,17 @@ fn load(vm: &Vm) -> Result<(), String> {
     write_guest(vm, dtb_at, &dtb)?;
 
     vm.psci.lock().reset();
+    if let Some(vgic) = &vm.vgic {
+        // A restarted VM finds its interrupt controller as after reset.
+        let vcpus = vm.config.cpus.len();
+        if let Ok(Some(fresh)) = BOARD
+            .get()
+            .map_or(Ok(None), |b| virtual_gic(&b.platform, vcpus))
+        {
+            *vgic.model.lock() = fresh.model.into_inner();
+        }
+    }
+    vm.cntvoff.store(sysreg::counter(), Ordering::Release);
     if let Some(slot) = vm.starts.first() {
         *slot.lock() = Some((plan.entry, dtb_at));
     }
@@ -641,10 +656,15 @@ fn wait_for_start(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
     if let Some(running) = RUNNING.get(sysreg::cpu_index()) {
         running.store(vm.generation.load(Ordering::Acquire), Ordering::Relaxed);
     }
-    vcpu::load_vm_context(vm.vtcr, vm.vttbr, vcpu);
+    vcpu::load_vm_context(vm.vtcr, vm.vttbr, vcpu, vm.cntvoff.load(Ordering::Acquire));
     vcpu::reset_el1();
     if vm.vgic.is_some() {
         gic::reset_virtual_interface();
+        // A timer interrupt the previous run took and never deactivated (its list
+        // register is gone) would stay active in the GIC and silence that timer for good.
+        for ppi in TIMER_PPIS {
+            gic::deactivate(ppi);
+        }
     }
     vm.psci.lock().vcpu_started(vcpu);
     *frame = TrapFrame::new(entry, SPSR_EL1H_MASKED, [x0, 0, 0, 0]);

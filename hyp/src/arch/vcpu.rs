@@ -113,7 +113,7 @@ impl TableAllocator for El2Tables {
 
 /// Puts this CPU in the VM's context: stage-2 tables, VMID, the vCPU's MPIDR, traps,
 /// timers. Then drops every TLB entry of the VMID (it may have been used before).
-pub fn load_vm_context(vtcr: u64, vttbr: u64, vcpu: usize) {
+pub fn load_vm_context(vtcr: u64, vttbr: u64, vcpu: usize, cntvoff: u64) {
     VTCR_EL2.set(vtcr);
     VTTBR_EL2.set(vttbr);
     // MPIDR_EL1 as the guest reads it: bit 31 RES1, Aff0 = the vCPU index.
@@ -122,7 +122,8 @@ pub fn load_vm_context(vtcr: u64, vttbr: u64, vcpu: usize) {
     let midr = MIDR_EL1.get();
     // SAFETY: VPIDR_EL2 only changes what the guest reads as MIDR_EL1.
     unsafe { asm!("msr vpidr_el2, {}", in(reg) midr, options(nostack, preserves_flags)) };
-    CNTVOFF_EL2.set(0);
+    // The VM's virtual counter counts from its own start (CNTVCT = CNTPCT - CNTVOFF).
+    CNTVOFF_EL2.set(cntvoff);
     // EL1PCTEN and EL1PCEN: the guest reads the physical counter and uses the physical
     // timer directly (each CPU is the VM's alone); the event stream bits are kept.
     CNTHCTL_EL2.set(CNTHCTL_EL2.get() | 0b11);
