@@ -232,7 +232,11 @@ pub fn qemu_args(
         }
     }
     push(&["-kernel", &inputs.bin.to_string_lossy(), "-display", "none"]);
-    if !interactive {
+    if interactive {
+        // QEMU's console escape moves from Ctrl-A to Ctrl-], so that Ctrl-A reaches the
+        // hypervisor, where pressing it three times moves the input to the next VM.
+        push(&["-echr", "0x1d"]);
+    } else {
         push(&["-monitor", "none"]);
     }
     if let Some(append) = &args.append {
@@ -317,7 +321,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
 
     eprintln!("xtask: {}", cmd::display(&qemu));
     if interactive {
-        eprintln!("xtask: Ctrl-A X quits QEMU, Ctrl-A C switches to its monitor");
+        eprintln!(
+            "xtask: Ctrl-A three times switches the console between VMs; \
+             Ctrl-] X quits QEMU, Ctrl-] C switches to its monitor"
+        );
     }
     if args.gdb {
         eprintln!(
