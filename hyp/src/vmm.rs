@@ -201,7 +201,7 @@ fn enable_console_input(platform: &Platform) {
     let Some(irq) = platform.console.as_ref().and_then(|u| u.interrupt) else {
         return;
     };
-    if !gic::present()
+    if gic::version() != 3
         || irq.kind != platform::IrqKind::Spi
         || !crate::console::enable_input_interrupt()
     {

@@ -76,6 +76,7 @@ pub unsafe fn init(gicd: u64, gicr: u64, mpidr: u64) -> Result<(), &'static str>
         .map_err(|_| "bad GICR frames")?;
     driver.setup(frame);
     *GIC.lock() = Some(Gic { driver, frames });
+    VERSION.store(3, core::sync::atomic::Ordering::Release);
     init_cpu(mpidr);
     Ok(())
 }
@@ -113,11 +114,6 @@ pub fn enable_spi(intid: u32) {
     }
 }
 
-/// Whether a GICv3 was set up (otherwise CPUs cannot be kicked and wait by polling).
-pub fn present() -> bool {
-    GIC.lock().is_some()
-}
-
 /// Which GIC the board has, once one is driven.
 static VERSION: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
@@ -132,12 +128,10 @@ pub unsafe fn init_v2(gicd: u64, gicc: u64, gich: u64, cpu: usize) {
     super::gicv2::init_cpu(cpu);
 }
 
-/// The GIC version driven: 2, 3, or 0 for none.
+/// The GIC version driven: 2, 3, or 0 for none (then CPUs cannot be kicked and poll).
+/// A plain load: every interrupt acknowledge and list-register access asks it.
 pub fn version() -> u8 {
-    match VERSION.load(core::sync::atomic::Ordering::Acquire) {
-        0 if present() => 3,
-        v => v,
-    }
+    VERSION.load(core::sync::atomic::Ordering::Acquire)
 }
 
 /// Sets up CPU `cpu` (DT index, with affinity `mpidr`) for whichever GIC there is.
