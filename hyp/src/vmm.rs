@@ -5,7 +5,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use log::{error, info, warn};
 use platform::config::{HypervisorConfig, ModuleKind, OnCrash, VmConfig};
@@ -94,6 +94,8 @@ static VMS: Once<Vec<Vm>> = Once::new();
 static ASSIGNED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(usize::MAX) }; MAX_CPUS];
 /// The VM generation each CPU's vCPU was started in.
 static RUNNING: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The VM (index + 1) each physical SPI is passed through to; 0 for none.
+static SPI_OWNER: [AtomicU16; 1020] = [const { AtomicU16::new(0) }; 1020];
 /// Set once every VM is built: secondary CPUs wait for it.
 static READY: AtomicBool = AtomicBool::new(false);
 /// What the boot CPU learned about the board, for restarts.
@@ -132,6 +134,13 @@ pub fn setup(
         for (vcpu, &cpu) in vm.config.cpus.iter().enumerate() {
             if let Some(slot) = ASSIGNED.get(cpu) {
                 slot.store(index << 16 | vcpu, Ordering::Relaxed);
+            }
+        }
+        if vm.vgic.is_some() {
+            for (intid, _) in device_spis(&vm.config) {
+                if let Some(owner) = SPI_OWNER.get(intid as usize) {
+                    owner.store(index as u16 + 1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -181,6 +190,11 @@ fn retire_interrupts() {
             break;
         }
         gic::end_of_interrupt(intid);
+        // A passed-through SPI that arrived here (its VM's vCPU waits on this CPU, or
+        // the guest has just moved it) still goes to its VM.
+        if intid >= 32 && forward_device_spi(intid, None) {
+            continue;
+        }
         gic::deactivate(intid);
         if intid == CONSOLE_INTID.load(Ordering::Relaxed) {
             console_input();
@@ -196,19 +210,22 @@ static FOCUS: AtomicUsize = AtomicUsize::new(0);
 static CTRL_A: AtomicUsize = AtomicUsize::new(0);
 const CTRL_A_BYTE: u8 = 0x01;
 
-/// Turns on console input when the board's console can interrupt through the GIC.
+/// Turns on console input when the board's console can interrupt through the GIC: its
+/// SPI goes to this CPU (the boot CPU), which hands what was typed to the focused VM.
 fn enable_console_input(platform: &Platform) {
     let Some(irq) = platform.console.as_ref().and_then(|u| u.interrupt) else {
         return;
     };
-    if gic::version() != 3
+    if gic::version() == 0
         || irq.kind != platform::IrqKind::Spi
         || !crate::console::enable_input_interrupt()
     {
         return;
     }
+    let cpu = sysreg::cpu_index();
+    let mpidr = platform.cpus.get(cpu).map_or(0, |c| c.mpidr);
     CONSOLE_INTID.store(irq.intid(), Ordering::Relaxed);
-    gic::enable_spi(irq.intid());
+    gic::assign_spi(irq.intid(), irq.flags & 0x3 != 0, cpu, mpidr);
     if let Some(vm) = VMS.get().and_then(|v| v.first()) {
         info!(
             "console: input goes to vm {} (Ctrl-A three times switches)",
@@ -330,7 +347,7 @@ fn build(
         }
     }
     let console_base = console_address(&board.platform, &config);
-    let vgic = virtual_gic(&board.platform, config.cpus.len())?;
+    let vgic = virtual_gic(&board.platform, &config)?;
     if let (
         Some(_),
         platform::Gic::V2 {
@@ -371,9 +388,11 @@ fn build(
     })
 }
 
-/// A virtual GICv3 at the host GIC's addresses, with the timers forwarded to each vCPU.
-/// None when the hypervisor does not drive the physical GIC (GICv2 boards, for now).
-fn virtual_gic(platform: &Platform, vcpus: usize) -> Result<Option<VirtualGic>, String> {
+/// A virtual GIC of the board's version at the host GIC's addresses, with the timers
+/// forwarded to each vCPU and the SPIs of the VM's devices forwarded to it (routed to
+/// vCPU 0 until the guest routes them). None when the hypervisor drives no GIC.
+fn virtual_gic(platform: &Platform, config: &VmConfig) -> Result<Option<VirtualGic>, String> {
+    let vcpus = config.cpus.len();
     let (version, gicd, gicr) = match (&platform.gic, gic::version()) {
         (
             platform::Gic::V3 {
@@ -417,12 +436,15 @@ fn virtual_gic(platform: &Platform, vcpus: usize) -> Result<Option<VirtualGic>, 
         }
         _ => return Ok(None),
     };
-    let config = VgicConfig {
+    // Enough SPIs for the VM's devices, in whole registers of 32.
+    let highest = device_spis(config).map(|(intid, _)| intid + 1).max();
+    let spis = highest.map_or(VGIC_SPIS, |h| (h - 32).next_multiple_of(32).max(VGIC_SPIS));
+    let vgic_config = VgicConfig {
         version,
         vcpus,
-        spis: VGIC_SPIS,
+        spis,
     };
-    let mut model = Vgic::new(config).map_err(|e| format!("virtual GIC: {e:?}"))?;
+    let mut model = Vgic::new(vgic_config).map_err(|e| format!("virtual GIC: {e:?}"))?;
     let mut effects = Vec::new();
     for vcpu in 0..vcpus {
         for ppi in TIMER_PPIS {
@@ -431,11 +453,43 @@ fn virtual_gic(platform: &Platform, vcpus: usize) -> Result<Option<VirtualGic>, 
                 .map_err(|e| format!("virtual GIC: {e:?}"))?;
         }
     }
+    for (intid, _) in device_spis(config) {
+        model
+            .set_forwarded(intid, 0, Some(intid), &mut effects)
+            .map_err(|e| format!("cannot pass SPI {} through: {e:?}", intid - 32))?;
+    }
     Ok(Some(VirtualGic {
         model: Mutex::new(model),
         gicd,
         gicr,
     }))
+}
+
+/// The SPIs of the VM's passed-through devices: (INTID, edge-triggered). A device's
+/// interrupt keeps its number in the VM (its node is copied into the guest's DTB).
+fn device_spis(config: &VmConfig) -> impl Iterator<Item = (u32, bool)> + '_ {
+    config
+        .devices
+        .iter()
+        .flat_map(|d| &d.interrupts)
+        .filter(|irq| irq.kind == platform::IrqKind::Spi && irq.intid() < 1020)
+        .map(|irq| (irq.intid(), irq.flags & 0x3 != 0))
+}
+
+/// Takes the VM's device SPIs back at the physical GIC as it (re)starts: active state
+/// cleared (a previous run may have left one unacknowledged for good) and routed to
+/// vCPU 0's CPU, as the fresh virtual GIC routes them.
+fn claim_device_spis(vm: &Vm) {
+    let Some(board) = BOARD.get() else { return };
+    let Some(&cpu) = vm.config.cpus.first() else {
+        return;
+    };
+    let mpidr = board.platform.cpus.get(cpu).map_or(0, |c| c.mpidr);
+    for (intid, edge) in device_spis(&vm.config) {
+        gic::enable_spi(intid, false);
+        gic::clear_active_spi(intid);
+        gic::assign_spi(intid, edge, cpu, mpidr);
+    }
 }
 
 /// The VM's console sits where the board's console is (a device address no VM has as
@@ -544,13 +598,13 @@ fn load(vm: &Vm) -> Result<(), String> {
     vm.psci.lock().reset();
     if let Some(vgic) = &vm.vgic {
         // A restarted VM finds its interrupt controller as after reset.
-        let vcpus = vm.config.cpus.len();
         if let Ok(Some(fresh)) = BOARD
             .get()
-            .map_or(Ok(None), |b| virtual_gic(&b.platform, vcpus))
+            .map_or(Ok(None), |b| virtual_gic(&b.platform, &vm.config))
         {
             *vgic.model.lock() = fresh.model.into_inner();
         }
+        claim_device_spis(vm);
     }
     vm.cntvoff.store(sysreg::counter(), Ordering::Release);
     if let Some(slot) = vm.starts.first() {
@@ -735,11 +789,55 @@ fn apply(vm: &Vm, me: usize, effects: &[VgicEffect]) {
                     kick(cpu);
                 }
             }
+            VgicEffect::DeactivatePhysical(intid) if intid >= 32 => gic::clear_active_spi(intid),
             VgicEffect::DeactivatePhysical(intid) => gic::deactivate(intid),
+            VgicEffect::Route { pintid, vcpu } => route_device_spi(vm, pintid, vcpu),
             VgicEffect::Note(note) => log::trace!("vm {}: vgic: {note:?}", vm.config.label),
             VgicEffect::Kick(_) => {}
         }
     }
+}
+
+/// The guest routed a passed-through SPI to `vcpu`: the physical one follows to that
+/// vCPU's CPU. Routed to no vCPU, it stays where it was, and the virtual GIC holds it
+/// pending until the guest routes it somewhere.
+fn route_device_spi(vm: &Vm, pintid: u32, vcpu: Option<usize>) {
+    let Some(cpu) = vcpu.and_then(|v| vm.config.cpus.get(v).copied()) else {
+        return;
+    };
+    let mpidr = BOARD
+        .get()
+        .and_then(|b| b.platform.cpus.get(cpu))
+        .map_or(0, |c| c.mpidr);
+    gic::route_spi(pintid, cpu, mpidr);
+}
+
+/// A passed-through SPI fired (acknowledged, priority dropped, still active): the virtual
+/// GIC of the VM that owns it makes it pending with the hardware bit, so the guest's
+/// deactivation deactivates it. False when no VM owns `intid`. `here` is the vCPU this
+/// CPU runs, if any: the owner's other vCPUs are kicked.
+fn forward_device_spi(intid: u32, here: Option<(&Vm, usize)>) -> bool {
+    let owner = SPI_OWNER
+        .get(intid as usize)
+        .map_or(0, |o| o.load(Ordering::Relaxed));
+    let Some(vm) = owner
+        .checked_sub(1)
+        .and_then(|i| VMS.get()?.get(usize::from(i)))
+    else {
+        return false;
+    };
+    let Some(vgic) = &vm.vgic else { return false };
+    let me = match here {
+        Some((running, vcpu)) if core::ptr::eq(running, vm) => vcpu,
+        _ => usize::MAX,
+    };
+    let mut effects = Vec::new();
+    let mut model = vgic.model.lock();
+    let target = model.spi_route(intid).unwrap_or(0);
+    let taken = model.hw_arrived(intid, target, &mut effects).is_ok();
+    drop(model);
+    apply(vm, me, &effects);
+    taken
 }
 
 /// Takes every pending physical interrupt on this vCPU's CPU: the timers go to the vCPU
@@ -757,12 +855,16 @@ fn take_interrupts(vm: &Vm, vcpu: usize) {
         }
         gic::end_of_interrupt(intid);
         let mut effects = Vec::new();
-        let forwarded = TIMER_PPIS.contains(&intid)
-            && vgic
-                .model
-                .lock()
-                .hw_arrived(intid, vcpu, &mut effects)
-                .is_ok();
+        let forwarded = if intid >= 32 {
+            forward_device_spi(intid, Some((vm, vcpu)))
+        } else {
+            TIMER_PPIS.contains(&intid)
+                && vgic
+                    .model
+                    .lock()
+                    .hw_arrived(intid, vcpu, &mut effects)
+                    .is_ok()
+        };
         if !forwarded {
             gic::deactivate(intid);
         }

@@ -464,9 +464,11 @@ impl Vgic {
                     if intid < FIRST_SPI {
                         continue;
                     }
+                    let before = self.spi_route(intid);
                     if let Some(irq) = self.irq_mut(vcpu, intid) {
                         irq.targets = byte & valid;
                     }
+                    self.reroute(intid, before, sink);
                     self.mark(vcpu, intid, &mut kicks);
                 }
             }
@@ -493,6 +495,7 @@ impl Vgic {
                 }
             }
             DistReg::Irouter(intid, high) => {
+                let before = self.spi_route(intid);
                 if let Some(irq) = self.irq_mut(vcpu, intid) {
                     let route = if width == AccessWidth::Double {
                         value
@@ -503,6 +506,7 @@ impl Vgic {
                     };
                     irq.route = route & IROUTER_MASK;
                 }
+                self.reroute(intid, before, sink);
                 self.mark(vcpu, intid, &mut kicks);
             }
             DistReg::Quiet => {}

@@ -126,6 +126,15 @@ pub enum Effect {
     /// software, not through a list register: write this INTID to the physical
     /// `ICC_DIR_EL1`/`GICC_DIR`, as the physical GIC still holds it active.
     DeactivatePhysical(u32),
+    /// The guest routed the forwarded SPI whose physical INTID is `pintid` to `vcpu`
+    /// (`None`: to no vCPU): route the physical interrupt to that vCPU's CPU, so it is
+    /// taken where it will be delivered.
+    Route {
+        /// The physical INTID.
+        pintid: u32,
+        /// The vCPU it now goes to.
+        vcpu: Option<usize>,
+    },
     /// A debug-level note for the log.
     Note(Note),
 }

@@ -254,6 +254,37 @@ impl Vgic {
         }
     }
 
+    /// The vCPU the guest's routing of SPI `intid` names, ignoring where it is active now;
+    /// a 1-of-N SPI counts as routed to vCPU 0. `None` for an unrouted SPI or one that is
+    /// not an SPI of this GIC. The hypervisor routes a forwarded SPI's physical interrupt
+    /// to that vCPU's CPU.
+    pub fn spi_route(&self, intid: u32) -> Option<usize> {
+        if intid < FIRST_SPI {
+            return None;
+        }
+        let irq = Irq {
+            active: false,
+            hint: 0,
+            ..*self.irq(0, intid)?
+        };
+        self.target(0, intid, &irq)
+    }
+
+    /// After the guest wrote `intid`'s routing: tells the hypervisor where the physical
+    /// interrupt of a forwarded SPI now goes, if that changed.
+    pub(crate) fn reroute(&self, intid: u32, before: Option<usize>, sink: &mut dyn EffectSink) {
+        let Some(pintid) = self.irq(0, intid).and_then(|irq| irq.hw) else {
+            return;
+        };
+        let after = self.spi_route(intid);
+        if after != before {
+            sink.push(Effect::Route {
+                pintid: u32::from(pintid),
+                vcpu: after,
+            });
+        }
+    }
+
     /// Adds the target of `intid` to `kicks` if it is deliverable now.
     pub(crate) fn mark(&self, bank: usize, intid: u32, kicks: &mut u32) {
         if let Some(irq) = self.irq(bank, intid) {

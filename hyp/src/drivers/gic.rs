@@ -6,10 +6,11 @@
 
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use arm_gic::gicv3::registers::{Gicd, GicrSgi};
 use arm_gic::gicv3::GicV3;
-use arm_gic::IntId;
+use arm_gic::{IntId, Trigger};
 use safe_mmio::UniqueMmioPointer;
 use spin::Mutex;
 
@@ -76,7 +77,8 @@ pub unsafe fn init(gicd: u64, gicr: u64, mpidr: u64) -> Result<(), &'static str>
         .map_err(|_| "bad GICR frames")?;
     driver.setup(frame);
     *GIC.lock() = Some(Gic { driver, frames });
-    VERSION.store(3, core::sync::atomic::Ordering::Release);
+    GICD_BASE.store(gicd.as_ptr() as usize as u64, Ordering::Release);
+    VERSION.store(3, Ordering::Release);
     init_cpu(mpidr);
     Ok(())
 }
@@ -104,18 +106,75 @@ pub fn init_cpu(mpidr: u64) {
     crate::arch::gic::init_physical_interface();
 }
 
-/// Enables SPI `intid` (32..) as a level-triggered group-1 interrupt; the distributor's
-/// default routing (IROUTER 0) sends it to the CPU with affinity 0.0.0.0.
-pub fn enable_spi(intid: u32) {
-    if let Some(gic) = GIC.lock().as_mut() {
-        let id = IntId::spi(intid.saturating_sub(32));
-        let _ = gic.driver.set_interrupt_priority(id, None, 0x80);
-        let _ = gic.driver.enable_interrupt(id, None, true);
+/// Sets SPI `intid` (32..) up for the hypervisor or a VM: edge- or level-triggered, group 1
+/// at the hypervisor's priority, routed to DT CPU `cpu` (affinity `mpidr`), enabled.
+pub fn assign_spi(intid: u32, edge: bool, cpu: usize, mpidr: u64) {
+    match version() {
+        2 => super::gicv2::assign_spi(intid, edge, cpu),
+        3 => {
+            if let Some(gic) = GIC.lock().as_mut() {
+                let id = IntId::spi(intid.saturating_sub(32));
+                let trigger = if edge { Trigger::Edge } else { Trigger::Level };
+                // The trigger may change only while the interrupt is disabled.
+                let _ = gic.driver.enable_interrupt(id, None, false);
+                let _ = gic.driver.set_trigger(id, None, trigger);
+                let _ = gic.driver.set_interrupt_priority(id, None, 0x80);
+                let _ = gic.driver.distributor().set_routing(id, Some(mpidr));
+                let _ = gic.driver.enable_interrupt(id, None, true);
+            }
+        }
+        _ => {}
     }
 }
 
+/// Routes SPI `intid` to DT CPU `cpu` (affinity `mpidr`): where a VM's guest moved it.
+pub fn route_spi(intid: u32, cpu: usize, mpidr: u64) {
+    match version() {
+        2 => super::gicv2::route_spi(intid, cpu),
+        3 => {
+            if let Some(gic) = GIC.lock().as_mut() {
+                let id = IntId::spi(intid.saturating_sub(32));
+                let _ = gic.driver.distributor().set_routing(id, Some(mpidr));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Enables or disables SPI `intid` at the distributor.
+pub fn enable_spi(intid: u32, enable: bool) {
+    match version() {
+        2 => super::gicv2::enable_spi(intid, enable),
+        3 => {
+            if let Some(gic) = GIC.lock().as_mut() {
+                let id = IntId::spi(intid.saturating_sub(32));
+                let _ = gic.driver.enable_interrupt(id, None, enable);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The distributor's base, for the registers both versions share.
+static GICD_BASE: AtomicU64 = AtomicU64::new(0);
+
+/// Clears the active state of SPI `intid` at the distributor (GICD_ICACTIVER, at the same
+/// offset in both versions), from any CPU: for a forwarded interrupt that a stopped guest
+/// will never deactivate.
+pub fn clear_active_spi(intid: u32) {
+    const GICD_ICACTIVER: u64 = 0x380;
+    let base = GICD_BASE.load(Ordering::Acquire);
+    if base == 0 || !(32..1020).contains(&intid) {
+        return;
+    }
+    let reg = (base + GICD_ICACTIVER + u64::from(intid / 32) * 4) as usize as *mut u32;
+    // SAFETY: `init`/`init_v2` stored the base of the distributor, which EL2 maps as device
+    // memory for good; ICACTIVER<n> for an SPI lies inside its first 64 KiB.
+    unsafe { reg.write_volatile(1 << (intid % 32)) };
+}
+
 /// Which GIC the board has, once one is driven.
-static VERSION: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+static VERSION: AtomicU8 = AtomicU8::new(0);
 
 /// Takes a GICv2 (mapped at EL2) and sets up the boot CPU (`cpu`, its DT index).
 ///
@@ -124,14 +183,15 @@ static VERSION: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new
 pub unsafe fn init_v2(gicd: u64, gicc: u64, gich: u64, cpu: usize) {
     // SAFETY: the caller's guarantee, passed on.
     unsafe { super::gicv2::init(gicd, gicc, gich) };
-    VERSION.store(2, core::sync::atomic::Ordering::Release);
+    GICD_BASE.store(gicd, Ordering::Release);
+    VERSION.store(2, Ordering::Release);
     super::gicv2::init_cpu(cpu);
 }
 
 /// The GIC version driven: 2, 3, or 0 for none (then CPUs cannot be kicked and poll).
 /// A plain load: every interrupt acknowledge and list-register access asks it.
 pub fn version() -> u8 {
-    VERSION.load(core::sync::atomic::Ordering::Acquire)
+    VERSION.load(Ordering::Acquire)
 }
 
 /// Sets up CPU `cpu` (DT index, with affinity `mpidr`) for whichever GIC there is.

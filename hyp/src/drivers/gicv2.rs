@@ -9,8 +9,10 @@ use super::gic::{KICK_SGI, PRIVATE};
 
 const GICD_CTLR: u64 = 0x000;
 const GICD_ISENABLER: u64 = 0x100;
+const GICD_ICENABLER: u64 = 0x180;
 const GICD_IPRIORITYR: u64 = 0x400;
 const GICD_ITARGETSR: u64 = 0x800;
+const GICD_ICFGR: u64 = 0xc00;
 const GICD_SGIR: u64 = 0xf00;
 const GICC_CTLR: u64 = 0x000;
 const GICC_PMR: u64 = 0x004;
@@ -62,10 +64,7 @@ pub unsafe fn init(gicd: u64, gicc: u64, gich: u64) {
 /// Sets up this CPU's interface and banked interrupts; records its interface number.
 pub fn init_cpu(cpu: usize) {
     for intid in PRIVATE {
-        let word = u64::from(intid / 4) * 4;
-        let shift = (intid % 4) * 8;
-        let prio = read(&GICD, GICD_IPRIORITYR + word) & !(0xff << shift);
-        write(&GICD, GICD_IPRIORITYR + word, prio | (0x80 << shift));
+        write_byte(GICD_IPRIORITYR, intid, 0x80);
         write(&GICD, GICD_ISENABLER, 1 << intid);
     }
     // The banked ITARGETSR of an SGI reads as this CPU's own interface bit.
@@ -77,6 +76,49 @@ pub fn init_cpu(cpu: usize) {
     // Group enable (bit 0) and EOImode (bit 9), the same bits with or without the
     // Security Extensions when seen from non-secure state.
     write(&GICC, GICC_CTLR, 1 | (1 << 9));
+}
+
+/// Sets byte `intid` of the byte-per-interrupt array at `array` (IPRIORITYR, ITARGETSR)
+/// by read-modify-write of its word, as the GIC-400 takes byte writes to these but other
+/// GICv2 implementations need not.
+fn write_byte(array: u64, intid: u32, value: u8) {
+    let word = array + u64::from(intid / 4) * 4;
+    let shift = (intid % 4) * 8;
+    let old = read(&GICD, word) & !(0xff << shift);
+    write(&GICD, word, old | (u32::from(value) << shift));
+}
+
+/// Sets SPI `intid` up: edge or level, priority 0x80, targeted at DT CPU `cpu`, enabled.
+pub fn assign_spi(intid: u32, edge: bool, cpu: usize) {
+    if intid < 32 {
+        return;
+    }
+    enable_spi(intid, false);
+    let word = GICD_ICFGR + u64::from(intid / 16) * 4;
+    let bit = 1 << ((intid % 16) * 2 + 1);
+    let config = read(&GICD, word);
+    write(&GICD, word, if edge { config | bit } else { config & !bit });
+    write_byte(GICD_IPRIORITYR, intid, 0x80);
+    route_spi(intid, cpu);
+    enable_spi(intid, true);
+}
+
+/// Targets SPI `intid` at DT CPU `cpu` alone.
+pub fn route_spi(intid: u32, cpu: usize) {
+    let target = TARGETS.get(cpu).map_or(0, |t| t.load(Ordering::Relaxed));
+    if intid >= 32 && target != 0 {
+        write_byte(GICD_ITARGETSR, intid, target);
+    }
+}
+
+/// Enables or disables SPI `intid`.
+pub fn enable_spi(intid: u32, enable: bool) {
+    let reg = if enable {
+        GICD_ISENABLER
+    } else {
+        GICD_ICENABLER
+    };
+    write(&GICD, reg + u64::from(intid / 32) * 4, 1 << (intid % 32));
 }
 
 /// Acknowledges the highest-priority pending interrupt; 1023 when none.
