@@ -26,6 +26,7 @@ use crate::esr::{self, VectorSlot};
 use crate::guest::abort::{self, NotMmio};
 use crate::guest::inject::{self, EntryFeatures, Exception, GuestContext};
 use crate::guest::psci::{self, Effect, FirmwareMitigations, VmPsci};
+use crate::guest::ptimer::{self, PhysTimer};
 use vgic::{
     AccessWidth, Effect as VgicEffect, EffectSink, GicVersion, ListRegister, Vgic, VgicConfig,
 };
@@ -86,8 +87,12 @@ struct VirtualGic {
 
 /// SPIs each virtual GIC offers (INTIDs 32..160).
 const VGIC_SPIS: u32 = 128;
-/// The EL1 timers' PPIs, forwarded to the vCPU with the hardware bit.
-const TIMER_PPIS: [u32; 2] = [27, 30];
+/// The virtual timer's PPI, forwarded to the vCPU with the hardware bit.
+const TIMER_PPIS: [u32; 1] = [gic::VTIMER_PPI];
+/// The EL1 physical timer's PPI: emulated (guest::ptimer), injected as a level.
+const PTIMER_PPI: u32 = 30;
+/// Each CPU's vCPU's emulated EL1 physical timer.
+static PTIMERS: [Mutex<PhysTimer>; MAX_CPUS] = [const { Mutex::new(PhysTimer::new()) }; MAX_CPUS];
 
 static VMS: Once<Vec<Vm>> = Once::new();
 /// Which (VM, vCPU) each physical CPU runs: `vm << 16 | vcpu`, or `usize::MAX`.
@@ -720,6 +725,10 @@ fn wait_for_start(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             gic::deactivate(ppi);
         }
     }
+    if let Some(timer) = PTIMERS.get(sysreg::cpu_index()) {
+        *timer.lock() = PhysTimer::new();
+    }
+    sysreg::set_hyp_timer(None);
     vm.psci.lock().vcpu_started(vcpu);
     *frame = TrapFrame::new(entry, SPSR_EL1H_MASKED, [x0, 0, 0, 0]);
 }
@@ -869,6 +878,9 @@ fn take_interrupts(vm: &Vm, vcpu: usize) {
             gic::deactivate(intid);
         }
         apply(vm, vcpu, &effects);
+        if intid == gic::HYP_TIMER_PPI {
+            update_ptimer(vm, vcpu);
+        }
         if intid == CONSOLE_INTID.load(Ordering::Relaxed) {
             console_input();
         }
@@ -924,7 +936,10 @@ fn sync(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
         }
         0x18 => {
             count(vm, Exit::Sysreg);
-            if let Some(value) = sgi_write(frame) {
+            if let Some(access) = ptimer::decode(u64::from(esr::iss(frame.esr))) {
+                ptimer_access(vm, vcpu, frame, access);
+                frame.elr = frame.elr.wrapping_add(4);
+            } else if let Some(value) = sgi_write(frame) {
                 if let Some(vgic) = &vm.vgic {
                     let mut effects = Vec::new();
                     vgic.model.lock().sgi1r(vcpu, value, &mut effects);
@@ -944,6 +959,48 @@ fn sync(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             inject_into(vm, vcpu, frame, Exception::Undefined);
         }
     }
+}
+
+/// A trapped access to the EL1 physical timer, answered by this CPU's emulated one.
+fn ptimer_access(vm: &Vm, vcpu: usize, frame: &mut TrapFrame, access: ptimer::Access) {
+    let Some(timer) = PTIMERS.get(sysreg::cpu_index()) else {
+        return;
+    };
+    let now = sysreg::counter();
+    {
+        let mut timer = timer.lock();
+        if access.read {
+            let value = timer.read(access.register, now);
+            if let Some(x) = frame.x.get_mut(access.rt) {
+                *x = value;
+            }
+        } else {
+            let value = frame.x.get(access.rt).copied().unwrap_or(0);
+            timer.write(access.register, value, now);
+        }
+    }
+    update_ptimer(vm, vcpu);
+}
+
+/// Brings the vCPU's physical-timer interrupt line up to date and arms the EL2 timer for
+/// the next rise: after the guest touched the timer, and when the EL2 timer fired.
+fn update_ptimer(vm: &Vm, vcpu: usize) {
+    let Some(timer) = PTIMERS.get(sysreg::cpu_index()) else {
+        return;
+    };
+    let now = sysreg::counter();
+    let (line, deadline) = {
+        let timer = timer.lock();
+        (timer.line(now), timer.deadline(now))
+    };
+    sysreg::set_hyp_timer(deadline);
+    let Some(vgic) = &vm.vgic else { return };
+    let mut effects = Vec::new();
+    let _ = vgic
+        .model
+        .lock()
+        .set_level(PTIMER_PPI, vcpu, line, &mut effects);
+    apply(vm, vcpu, &effects);
 }
 
 /// A trapped write to ICC_SGI1R_EL1 or ICC_ASGI1R_EL1 (Op0 3, Op1 0, CRn 12, CRm 11,

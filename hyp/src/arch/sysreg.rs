@@ -61,6 +61,36 @@ pub fn enable_event_stream() {
     CNTHCTL_EL2.set(value | EVNTEN | (bit << EVNTI_SHIFT));
 }
 
+/// Arms this CPU's EL2 physical timer (CNTHP) to fire when the physical counter reaches
+/// `deadline`, or turns it off with `None`. Its interrupt is a PPI the hypervisor takes.
+pub fn set_hyp_timer(deadline: Option<u64>) {
+    // CNTHP_CVAL_EL2 is not in aarch64-cpu. ENABLE is bit 0 of CNTHP_CTL_EL2; IMASK
+    // (bit 1) stays clear, so the interrupt follows the condition.
+    match deadline {
+        Some(cval) => {
+            // SAFETY: the EL2 timer's registers only decide when its PPI fires.
+            unsafe {
+                core::arch::asm!(
+                    "msr cnthp_cval_el2, {cval}",
+                    "msr cnthp_ctl_el2, {enable}",
+                    "isb",
+                    cval = in(reg) cval,
+                    enable = in(reg) 1u64,
+                    options(nostack, preserves_flags)
+                )
+            };
+        }
+        // SAFETY: as above.
+        None => unsafe {
+            core::arch::asm!(
+                "msr cnthp_ctl_el2, xzr",
+                "isb",
+                options(nostack, preserves_flags)
+            )
+        },
+    }
+}
+
 /// Masks debug, SError, IRQ and FIQ at EL2.
 pub fn mask_interrupts() {
     DAIF.write(DAIF::D::Masked + DAIF::A::Masked + DAIF::I::Masked + DAIF::F::Masked);

@@ -124,9 +124,10 @@ pub fn load_vm_context(vtcr: u64, vttbr: u64, vcpu: usize, cntvoff: u64) {
     unsafe { asm!("msr vpidr_el2, {}", in(reg) midr, options(nostack, preserves_flags)) };
     // The VM's virtual counter counts from its own start (CNTVCT = CNTPCT - CNTVOFF).
     CNTVOFF_EL2.set(cntvoff);
-    // EL1PCTEN and EL1PCEN: the guest reads the physical counter and uses the physical
-    // timer directly (each CPU is the VM's alone); the event stream bits are kept.
-    CNTHCTL_EL2.set(CNTHCTL_EL2.get() | 0b11);
+    // EL1PCTEN set: the guest reads the physical counter directly. EL1PCEN clear: its
+    // physical timer registers trap, and the hypervisor emulates that timer on the EL2
+    // one (guest::ptimer). The event stream bits are kept.
+    CNTHCTL_EL2.set((CNTHCTL_EL2.get() | 0b01) & !0b10);
     HCR_EL2.set(HCR_GUEST);
     // SAFETY: invalidating this VMID's stage-1 and stage-2 TLB entries and the barriers
     // around it affect only translations of the VM being loaded.

@@ -16,9 +16,16 @@ use spin::Mutex;
 
 /// The SGI the hypervisor sends to wake another CPU (a vCPU to start, an interrupt to take).
 pub const KICK_SGI: u32 = 0;
-/// PPIs the hypervisor takes on every CPU: maintenance, virtual and physical EL1 timers.
+/// The maintenance interrupt's PPI (INTID 25, as the GIC architecture recommends).
 pub const MAINTENANCE_PPI: u32 = 25;
-pub(crate) const PRIVATE: [u32; 4] = [KICK_SGI, MAINTENANCE_PPI, 27, 30];
+/// The EL2 physical timer's PPI (INTID 26, the architecture's recommendation and every
+/// board's DT): the hypervisor's own timer, which carries the guests' emulated EL1
+/// physical timers.
+pub const HYP_TIMER_PPI: u32 = 26;
+/// The virtual timer's PPI, forwarded to the vCPU with the hardware bit.
+pub const VTIMER_PPI: u32 = 27;
+/// Private interrupts the hypervisor takes on every CPU.
+pub(crate) const PRIVATE: [u32; 4] = [KICK_SGI, MAINTENANCE_PPI, HYP_TIMER_PPI, VTIMER_PPI];
 
 static GIC: Mutex<Option<Gic>> = Mutex::new(None);
 

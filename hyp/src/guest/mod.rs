@@ -8,3 +8,4 @@
 pub mod abort;
 pub mod inject;
 pub mod psci;
+pub mod ptimer;
