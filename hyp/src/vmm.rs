@@ -128,13 +128,42 @@ pub fn setup(
     });
     let mut vms = Vec::new();
     let mut vmids = stage2::VmidAllocator::new();
-    for vm_config in config.vms {
+    let unclean: Vec<Vec<MemRange>> = config
+        .vms
+        .iter()
+        .map(|vm| config.unclean_parts(vm))
+        .collect();
+    for (vm_config, unclean) in config.vms.into_iter().zip(unclean) {
         let label = vm_config.label.clone();
         match build(vm_config, board, blob, &mut vmids) {
-            Ok(vm) => vms.push(vm),
+            Ok(vm) => vms.push((vm, unclean)),
             Err(why) => error!("vm {label}: not started: {why}"),
         }
     }
+    // Before anything of a VM loads: zero what the board says may hold old data.
+    for (vm, unclean) in &vms {
+        let bytes: u64 = unclean.iter().map(|r| r.size).sum();
+        for r in unclean {
+            // Parts of the VM's memory or shared memory, both checked against RAM and
+            // the hypervisor's own ranges by the config check.
+            if arch::zero_physical(r.base, r.size) {
+                vcpu::publish_to_guest(r.base, r.size);
+            } else {
+                warn!(
+                    "vm {}: tandem,unclean-memory: cannot zero {:#x}+{:#x}",
+                    vm.config.label, r.base, r.size
+                );
+            }
+        }
+        if bytes > 0 {
+            info!(
+                "vm {}: zeroed {} KiB that tandem,unclean-memory marks",
+                vm.config.label,
+                bytes / 1024
+            );
+        }
+    }
+    let vms: Vec<Vm> = vms.into_iter().map(|(vm, _)| vm).collect();
     for (index, vm) in vms.iter().enumerate() {
         for (vcpu, &cpu) in vm.config.cpus.iter().enumerate() {
             if let Some(slot) = ASSIGNED.get(cpu) {

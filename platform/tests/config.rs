@@ -128,6 +128,7 @@ fn virt_gicv3_reads_back_exactly() {
             vms: vec![0, 1],
             doorbells: vec![100, 101],
         }],
+        unclean_memory: Vec::new(),
     };
     let config = report.config.unwrap();
     assert_eq!(config, expected);
@@ -159,6 +160,16 @@ fn virt_gicv2_is_accepted() {
     );
     assert_eq!(config.vms[1].cpus, [2, 3]);
     assert_eq!(config.shmem[0].doorbells, [64, 65]);
+    // tandem,unclean-memory: each VM zeroes its own part; the shared memory is zeroed by
+    // its first member.
+    assert_eq!(
+        config.unclean_parts(linux),
+        [range(0x6ff0_0000, 0x10_0000), range(0x7200_0000, 0x1000)]
+    );
+    assert_eq!(
+        config.unclean_parts(&config.vms[1]),
+        [range(0x7000_0000, 0x10_0000)]
+    );
 }
 
 #[test]
@@ -394,7 +405,15 @@ fn bad_rpi4() {
 #[test]
 fn also_refused() {
     type Case = (&'static str, fn(&mut Node), &'static str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 6] = [
+        (
+            "unclean memory outside RAM (a warning)",
+            |t| {
+                t.at("/hypervisor")
+                    .set("tandem,unclean-memory", cells(&[0, 0x1000_0000, 0, 0x1000]))
+            },
+            "warning: /hypervisor: tandem,unclean-memory: [0x10000000, 0x10001000) is not inside RAM; nothing there is zeroed; list ranges of RAM [0x40000000, 0xc0000000)",
+        ),
         (
             "overlapping ranges of one VM",
             |t| {

@@ -356,7 +356,11 @@ fn realise(plan: &Plan) -> (Vec<u8>, HypervisorConfig) {
     tree.children.push(hyp);
     (
         build(&tree, &reserve, false),
-        HypervisorConfig { vms, shmem },
+        HypervisorConfig {
+            vms,
+            shmem,
+            unclean_memory: Vec::new(),
+        },
     )
 }
 

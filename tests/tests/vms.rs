@@ -32,6 +32,24 @@ fn resetting_guest() -> [u32; 9] {
     words
 }
 
+/// A raw guest that reads the word at 0x50100000, inside its memory, and prints `Z` if it
+/// is zero or `D` (dirty) if not, then calls SYSTEM_OFF.
+const PEEKING_GUEST: [u32; 13] = [
+    0xd2a1_2001, // movz x1, #0x0900, lsl #16
+    0xd2aa_0203, // movz x3, #0x5010, lsl #16
+    0xb940_0064, // ldr  w4, [x3]
+    0x5280_0b42, // movz w2, #'Z'
+    0x3400_0044, // cbz  w4, +8
+    0x5280_0882, // movz w2, #'D'
+    0xb900_0022, // str  w2, [x1]
+    0x5280_0142, // movz w2, #'\n'
+    0xb900_0022, // str  w2, [x1]
+    0x5280_0100, // movz w0, #0x0008
+    0x72b0_8000, // movk w0, #0x8400, lsl #16   (SYSTEM_OFF)
+    0xd400_0002, // hvc  #0
+    0x1400_0000, // b    .
+];
+
 fn write_tiny(dir: &Path) -> std::path::PathBuf {
     write_words(dir, &TINY_GUEST)
 }
@@ -146,4 +164,47 @@ fn system_reset_restarts_the_vm() {
         "a restart is not a power-off:\n{output}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What a boot loader left in a VM's memory reaches the guest unless the board marks it
+/// with `tandem,unclean-memory`, and then it is zeroed before the VM first runs.
+#[test]
+fn unclean_memory_is_zeroed_before_first_boot() {
+    for (marked, expected) in [(false, "[tiny] D"), (true, "[tiny] Z")] {
+        let dir = scratch_dir(&format!("unclean-{marked}"));
+        let guest = write_words(&dir, &PEEKING_GUEST);
+        let leftovers = dir.join("leftovers.bin");
+        std::fs::write(&leftovers, [0xa5u8; 64]).unwrap_or_else(|e| panic!("{e}"));
+        let mut fragment = one_vm("cpu@1", PEEKING_GUEST.len() * 4);
+        if marked {
+            fragment = fragment.replace(
+                "#size-cells = <2>;\n        vm@0",
+                "#size-cells = <2>;\n        tandem,unclean-memory = <0x0 0x500ff000 0x0 0x2000>;\n        vm@0",
+            );
+            assert!(fragment.contains("unclean"), "{fragment}");
+        }
+        let machine = Qemu::virt().gic(3).cpus(2).mem("2G");
+        let dtb = dtb_with_fragment(&machine, &dir, "unclean", &fragment)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut session = machine
+            .dtb(&dtb)
+            .loader(&guest, MODULE_AT)
+            .loader(&leftovers, 0x5010_0000)
+            .spawn();
+        session
+            .wait_for(expected, BANNER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if marked {
+            session
+                .wait_for(
+                    "vm tiny: zeroed 8 KiB that tandem,unclean-memory marks",
+                    BANNER_TIMEOUT,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        session
+            .wait_exit(BANNER_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -71,6 +71,40 @@ pub struct HypervisorConfig {
     pub vms: Vec<VmConfig>,
     /// Shared-memory regions between VMs.
     pub shmem: Vec<ShmemConfig>,
+    /// `tandem,unclean-memory`: RAM the board says may hold data when the hypervisor
+    /// starts (left by a boot loader or a previous run). The part of each VM's memory in
+    /// these ranges is zeroed before the VM first boots; the rest is taken as clean, as
+    /// zeroing a large VM's memory costs more boot time than the whole hypervisor may.
+    pub unclean_memory: Vec<MemRange>,
+}
+
+impl HypervisorConfig {
+    /// The parts of `vm`'s memory (and of the shared memory it is in) that must be zeroed
+    /// before it first boots: where they overlap `tandem,unclean-memory`.
+    pub fn unclean_parts(&self, vm: &VmConfig) -> Vec<MemRange> {
+        let shared = self
+            .shmem
+            .iter()
+            .filter(|s| s.vms.first() == Some(&vm.index))
+            .map(|s| s.memory);
+        let mut parts = Vec::new();
+        for owned in vm.memory.iter().copied().chain(shared) {
+            for dirty in &self.unclean_memory {
+                let base = owned.base.max(dirty.base);
+                let end = owned
+                    .base
+                    .saturating_add(owned.size)
+                    .min(dirty.base.saturating_add(dirty.size));
+                if base < end {
+                    parts.push(MemRange {
+                        base,
+                        size: end - base,
+                    });
+                }
+            }
+        }
+        parts
+    }
 }
 
 /// One `vm@N` node.

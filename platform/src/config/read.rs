@@ -15,7 +15,12 @@ use crate::parse::{find_gic, interrupts, Tree};
 
 /// Properties every node may carry whatever the binding.
 const ANY_NODE: [&str; 4] = ["phandle", "linux,phandle", "name", "status"];
-const HYPERVISOR_PROPS: [&str; 3] = ["compatible", "#address-cells", "#size-cells"];
+const HYPERVISOR_PROPS: [&str; 4] = [
+    "compatible",
+    "#address-cells",
+    "#size-cells",
+    "tandem,unclean-memory",
+];
 /// `reg` on a `vm@` or `shmem@` node only gives dtc the unit address it expects; ignored.
 const VM_PROPS: [&str; 11] = [
     "reg",
@@ -78,6 +83,8 @@ pub(crate) struct Draft {
     pub hypervisor: String,
     pub vms: Vec<VmDraft>,
     pub shmem: Vec<ShmemDraft>,
+    /// `tandem,unclean-memory`: RAM that may hold data when the hypervisor starts.
+    pub unclean: Vec<MemRange>,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<ConfigError>,
 }
@@ -118,6 +125,9 @@ pub(crate) fn read(tree: &Tree<'_, '_>, platform: &Platform) -> Option<Draft> {
         gic: find_gic(tree).ok(),
     };
     let cells = r.hypervisor_node(hypervisor);
+    let unclean = cells
+        .and_then(|bus| r.ranges(hypervisor, "tandem,unclean-memory", &bus))
+        .unwrap_or_default();
     let mut vms = Vec::new();
     let mut shmem_nodes = Vec::new();
     for i in r.children(hypervisor) {
@@ -153,6 +163,7 @@ pub(crate) fn read(tree: &Tree<'_, '_>, platform: &Platform) -> Option<Draft> {
         hypervisor: tree.path(hypervisor),
         vms,
         shmem,
+        unclean,
         errors: r.errors,
         warnings: r.warnings,
     })

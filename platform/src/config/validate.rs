@@ -189,6 +189,16 @@ pub(crate) fn validate(
         check_shmem(&mut c, shmem, earlier, vms);
     }
     isolation(&mut c, vms);
+    for r in &draft.unclean {
+        if r.size == 0 || !covered(*r, &c.world.platform.memory) {
+            c.warnings.push(problem(
+                &draft.hypervisor,
+                Some("tandem,unclean-memory"),
+                format!("{} is not inside RAM; nothing there is zeroed", range(*r)),
+                format!("list ranges of RAM {}", c.ram()),
+            ));
+        }
+    }
 
     let (errors, warnings) = (c.errors, c.warnings);
     if !errors.is_empty() {
@@ -224,6 +234,7 @@ pub(crate) fn validate(
                 })
             })
             .collect(),
+        unclean_memory: draft.unclean,
     };
     (Some(config), errors, warnings)
 }
