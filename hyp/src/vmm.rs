@@ -243,6 +243,8 @@ static FOCUS: AtomicUsize = AtomicUsize::new(0);
 /// Ctrl-A presses in a row; three switch the focus, as on Xen.
 static CTRL_A: AtomicUsize = AtomicUsize::new(0);
 const CTRL_A_BYTE: u8 = 0x01;
+/// After a Ctrl-A: print every VM's exit statistics.
+const STATS_KEY: u8 = b's';
 
 /// Turns on console input when the board's console can interrupt through the GIC: its
 /// SPI goes to this CPU (the boot CPU), which hands what was typed to the focused VM.
@@ -262,7 +264,7 @@ fn enable_console_input(platform: &Platform) {
     gic::assign_spi(irq.intid(), irq.flags & 0x3 != 0, cpu, mpidr);
     if let Some(vm) = VMS.get().and_then(|v| v.first()) {
         info!(
-            "console: input goes to vm {} (Ctrl-A three times switches)",
+            "console: input goes to vm {} (Ctrl-A three times switches, Ctrl-A s shows exit counts)",
             vm.config.label
         );
     }
@@ -285,8 +287,15 @@ fn console_input() {
             }
             continue;
         }
-        // One or two Ctrl-A followed by something else were meant for the guest.
+        // Ctrl-A then `s`: every VM's exit counts so far, for whoever watches the console.
         let held = CTRL_A.swap(0, Ordering::Relaxed);
+        if held > 0 && byte == STATS_KEY {
+            for vm in vms {
+                report_exits(vm);
+            }
+            continue;
+        }
+        // One or two Ctrl-A followed by something else were meant for the guest.
         let vm = &vms[FOCUS.load(Ordering::Relaxed) % vms.len()];
         {
             let mut console = vm.console.lock();
