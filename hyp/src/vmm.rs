@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use log::{error, info, warn};
-use platform::config::{HypervisorConfig, ModuleKind, OnCrash, VmConfig};
+use platform::config::{HypervisorConfig, ModuleKind, OnCrash, ShmemConfig, VmConfig};
 use platform::guest_dt::{self, GuestLayout};
 use platform::{image, MemRange, Platform};
 use spin::{Mutex, Once};
@@ -24,6 +24,7 @@ use crate::devices::vpl011::{self, VirtualPl011};
 use crate::drivers::gic;
 use crate::esr::{self, VectorSlot};
 use crate::guest::abort::{self, NotMmio};
+use crate::guest::hypercall::{self, Hypercall};
 use crate::guest::inject::{self, EntryFeatures, Exception, GuestContext};
 use crate::guest::psci::{self, Effect, FirmwareMitigations, VmPsci};
 use crate::guest::ptimer::{self, PhysTimer};
@@ -74,6 +75,10 @@ pub struct Vm {
     /// counter starts at 0 each time.
     cntvoff: AtomicU64,
     exits: [AtomicU64; 8],
+    /// Doorbells this VM rang.
+    doorbells_rung: AtomicU64,
+    /// Doorbell interrupts raised in this VM by its peers.
+    interrupts_injected: AtomicU64,
     /// What the VM is loaded from (the board DT, for its DTB).
     host_blob: &'static [u8],
 }
@@ -110,6 +115,8 @@ struct Board {
     platform: Platform,
     el2_owned: Vec<MemRange>,
     labels: Vec<String>,
+    /// Every shared-memory region; `vms` index `HypervisorConfig::vms` (so `labels`).
+    shmem: Vec<ShmemConfig>,
 }
 
 /// Builds every VM of `config` and loads its images. Boot CPU only. A VM that cannot be
@@ -125,6 +132,7 @@ pub fn setup(
         platform,
         el2_owned: el2_owned.to_vec(),
         labels,
+        shmem: config.shmem.clone(),
     });
     let mut vms = Vec::new();
     let mut vmids = stage2::VmidAllocator::new();
@@ -389,8 +397,11 @@ fn build(
             map(r, Stage2Attrs::DEVICE_RW, &device.node)?;
         }
     }
+    for shmem in board.shmem.iter().filter(|s| s.vms.contains(&config.index)) {
+        map(&shmem.memory, Stage2Attrs::NORMAL_RWX, &shmem.node)?;
+    }
     let console_base = console_address(&board.platform, &config);
-    let vgic = virtual_gic(&board.platform, &config)?;
+    let vgic = virtual_gic(&board.platform, &config, &board.shmem)?;
     if let (
         Some(_),
         platform::Gic::V2 {
@@ -426,6 +437,8 @@ fn build(
         generation: AtomicU64::new(0),
         cntvoff: AtomicU64::new(0),
         exits: [const { AtomicU64::new(0) }; 8],
+        doorbells_rung: AtomicU64::new(0),
+        interrupts_injected: AtomicU64::new(0),
         host_blob: blob,
         config,
     })
@@ -434,7 +447,11 @@ fn build(
 /// A virtual GIC of the board's version at the host GIC's addresses, with the timers
 /// forwarded to each vCPU and the SPIs of the VM's devices forwarded to it (routed to
 /// vCPU 0 until the guest routes them). None when the hypervisor drives no GIC.
-fn virtual_gic(platform: &Platform, config: &VmConfig) -> Result<Option<VirtualGic>, String> {
+fn virtual_gic(
+    platform: &Platform,
+    config: &VmConfig,
+    shmem: &[ShmemConfig],
+) -> Result<Option<VirtualGic>, String> {
     let vcpus = config.cpus.len();
     let (version, gicd, gicr) = match (&platform.gic, gic::version()) {
         (
@@ -479,8 +496,12 @@ fn virtual_gic(platform: &Platform, config: &VmConfig) -> Result<Option<VirtualG
         }
         _ => return Ok(None),
     };
-    // Enough SPIs for the VM's devices, in whole registers of 32.
-    let highest = device_spis(config).map(|(intid, _)| intid + 1).max();
+    // Enough SPIs for the VM's devices and doorbells, in whole registers of 32.
+    let highest = device_spis(config)
+        .map(|(intid, _)| intid)
+        .chain(doorbells_of(config.index, shmem).map(|(_, intid)| intid))
+        .map(|intid| intid + 1)
+        .max();
     let spis = highest.map_or(VGIC_SPIS, |h| (h - 32).next_multiple_of(32).max(VGIC_SPIS));
     let vgic_config = VgicConfig {
         version,
@@ -517,6 +538,15 @@ fn device_spis(config: &VmConfig) -> impl Iterator<Item = (u32, bool)> + '_ {
         .flat_map(|d| &d.interrupts)
         .filter(|irq| irq.kind == platform::IrqKind::Spi && irq.intid() < 1020)
         .map(|irq| (irq.intid(), irq.flags & 0x3 != 0))
+}
+
+/// The doorbells VM `index` receives: (shared region, the INTID raised in it).
+fn doorbells_of(index: usize, shmem: &[ShmemConfig]) -> impl Iterator<Item = (&ShmemConfig, u32)> {
+    shmem.iter().filter_map(move |s| {
+        let at = s.vms.iter().position(|&v| v == index)?;
+        let spi = *s.doorbells.get(at)?;
+        Some((s, spi.saturating_add(32)))
+    })
 }
 
 /// Takes the VM's device SPIs back at the physical GIC as it (re)starts: active state
@@ -619,9 +649,8 @@ fn load(vm: &Vm) -> Result<(), String> {
         Some(m) => {
             let user = arch::physical_bytes(ram, m.range.base, m.range.size)
                 .ok_or("the device-tree module is not in RAM")?;
-            let shmem = Vec::new();
             let layout = layout_for(vm, board, initrd);
-            if let Err(errors) = guest_dt::check_user_dtb(user, config, &shmem, &layout) {
+            if let Err(errors) = guest_dt::check_user_dtb(user, config, &board.shmem, &layout) {
                 let list: Vec<String> = errors.iter().map(|e| format!("{e}")).collect();
                 return Err(format!("{}: {}", m.node, list.join("; ")));
             }
@@ -629,7 +658,7 @@ fn load(vm: &Vm) -> Result<(), String> {
         }
         None => {
             let layout = layout_for(vm, board, initrd);
-            guest_dt::generate(vm.host_blob, &board.platform, config, &[], &layout)
+            guest_dt::generate(vm.host_blob, &board.platform, config, &board.shmem, &layout)
                 .map_err(|e| format!("guest DTB: {e}"))?
         }
     };
@@ -643,7 +672,7 @@ fn load(vm: &Vm) -> Result<(), String> {
         // A restarted VM finds its interrupt controller as after reset.
         if let Ok(Some(fresh)) = BOARD
             .get()
-            .map_or(Ok(None), |b| virtual_gic(&b.platform, &vm.config))
+            .map_or(Ok(None), |b| virtual_gic(&b.platform, &vm.config, &b.shmem))
         {
             *vgic.model.lock() = fresh.model.into_inner();
         }
@@ -1196,6 +1225,10 @@ fn inject_into(vm: &Vm, vcpu: usize, frame: &mut TrapFrame, exception: Exception
 fn psci_call(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
     let mut x = [0u64; 8];
     x.copy_from_slice(&frame.x[..8]);
+    if let Some(call) = hypercall::decode(x) {
+        frame.x[..4].copy_from_slice(&tandem_call(vm, call));
+        return;
+    }
     let call = psci::decode(x);
     let memory = &vm.config.memory;
     let outcome = vm
@@ -1233,6 +1266,54 @@ fn psci_call(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
     }
 }
 
+/// Answers one of Tandem's own hypercalls: x0..x3 to return.
+fn tandem_call(vm: &Vm, call: Hypercall) -> [u64; 4] {
+    match call {
+        Hypercall::Uid => hypercall::uid_registers(),
+        Hypercall::Doorbell { base } => {
+            if ring(vm, base) {
+                [0; 4]
+            } else {
+                [hypercall::INVALID_PARAMETERS as u64, 0, 0, 0]
+            }
+        }
+    }
+}
+
+/// Rings the doorbell of the shared region at `base` from `vm`: every other member gets
+/// its doorbell SPI. False when `vm` shares no region at `base`.
+fn ring(vm: &Vm, base: u64) -> bool {
+    let (Some(board), Some(vms)) = (BOARD.get(), VMS.get()) else {
+        return false;
+    };
+    let Some(region) = board
+        .shmem
+        .iter()
+        .find(|s| s.memory.base == base && s.vms.contains(&vm.config.index))
+    else {
+        return false;
+    };
+    vm.doorbells_rung.fetch_add(1, Ordering::Relaxed);
+    for peer in vms.iter().filter(|p| p.config.index != vm.config.index) {
+        let Some((_, intid)) =
+            doorbells_of(peer.config.index, core::slice::from_ref(region)).next()
+        else {
+            continue;
+        };
+        if peer.stopped.load(Ordering::Acquire) {
+            continue;
+        }
+        let Some(vgic) = &peer.vgic else { continue };
+        let mut effects = Vec::new();
+        let raised = vgic.model.lock().raise(intid, 0, &mut effects).is_ok();
+        if raised {
+            peer.interrupts_injected.fetch_add(1, Ordering::Relaxed);
+        }
+        apply(peer, usize::MAX, &effects);
+    }
+    true
+}
+
 /// A guest fault that cannot be reflected to it: stop or restart the VM as its config says.
 fn crash(vm: &Vm, vcpu: usize, frame: &TrapFrame, why: String) {
     error!(
@@ -1250,7 +1331,12 @@ fn report_exits(vm: &Vm) {
     for (name, n) in EXIT_NAMES.iter().zip(&vm.exits) {
         s.push_str(&format!(" {name} {}", n.load(Ordering::Relaxed)));
     }
-    info!("vm {}: exits:{s}", vm.config.label);
+    info!(
+        "vm {}: exits:{s}; doorbells rung {} received {}",
+        vm.config.label,
+        vm.doorbells_rung.load(Ordering::Relaxed),
+        vm.interrupts_injected.load(Ordering::Relaxed)
+    );
 }
 
 fn flush_console(vm: &Vm) {

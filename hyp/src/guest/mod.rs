@@ -6,6 +6,7 @@
 //! guest, so every function has a defined result for every value and never panics.
 
 pub mod abort;
+pub mod hypercall;
 pub mod inject;
 pub mod psci;
 pub mod ptimer;
