@@ -810,6 +810,7 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
         arch::halt()
     };
     sync_lrs(vm, vcpu);
+    resample_vtimer(vm, vcpu);
     match slot.0 & 3 {
         0 => sync(vm, vcpu, frame),
         1 | 2 => {
@@ -840,6 +841,22 @@ fn sync_lrs(vm: &Vm, vcpu: usize) {
     let mut effects = Vec::new();
     vgic.model.lock().sync(vcpu, &lrs[..n], &mut effects);
     apply(vm, vcpu, &effects);
+}
+
+/// The virtual timer's interrupt waits for the guest but its condition went away (the
+/// guest stopped or re-armed the timer with interrupts masked): no longer pending, as on
+/// hardware, and the physical PPI is released for the next deadline.
+fn resample_vtimer(vm: &Vm, vcpu: usize) {
+    let Some(vgic) = &vm.vgic else { return };
+    let level = vcpu::guest_vtimer_line();
+    let mut effects = Vec::new();
+    let dropped = vgic
+        .model
+        .lock()
+        .resample_forwarded(gic::VTIMER_PPI, vcpu, level, &mut effects);
+    if dropped {
+        apply(vm, vcpu, &effects);
+    }
 }
 
 /// Loads this vCPU's list registers with what it should see next, before it runs.

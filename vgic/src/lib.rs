@@ -43,6 +43,7 @@ mod effect;
 mod irq;
 mod lr;
 mod redist;
+mod resample;
 mod sgi;
 mod vgic;
 

@@ -292,17 +292,27 @@ impl Vgic {
                 if let Some(target) = self.target(bank, intid, irq) {
                     *kicks |= 1 << target;
                 }
+                // While a running vCPU's list registers hold it, no one else can take
+                // the new pending state (and that list register may be long deactivated,
+                // with no maintenance interrupt to come): that vCPU must exit and sync.
+                if let Some(holder) = irq.loaded_on {
+                    *kicks |= 1 << holder;
+                }
             }
         }
     }
 
-    /// Every vCPU with a deliverable interrupt, as a mask.
+    /// Every vCPU with a deliverable interrupt, or holding one in its list registers
+    /// (see [`mark`](Self::mark)), as a mask.
     pub(crate) fn all_deliverable(&self) -> u32 {
         let mut kicks = 0;
-        for vcpu in 0..self.vcpus {
-            if self.highest_pending(vcpu).is_some() {
-                kicks |= 1 << vcpu;
+        for bank in 0..self.vcpus {
+            for intid in 0..FIRST_SPI {
+                self.mark(bank, intid, &mut kicks);
             }
+        }
+        for intid in FIRST_SPI..self.intid_limit() {
+            self.mark(0, intid, &mut kicks);
         }
         kicks
     }

@@ -408,6 +408,49 @@ fn active_spi_stays_on_the_vcpu_that_took_it() {
 }
 
 #[test]
+fn rerouted_spi_kicks_the_vcpu_still_holding_it() {
+    let mut g = ready_v3(3);
+    let mut fx = Vec::new();
+    g.raise(40, 0, &mut fx).unwrap();
+    let mut lrs = flush(&mut g, 0, 4);
+    // vCPU 0's guest takes and deactivates it, and keeps running: no exit, no sync.
+    lrs[0].state = LrState::Invalid;
+    // vCPU 1 routes it to vCPU 2, then it fires again.
+    g.dist_write(1, 0x6000 + 8 * 40, AccessWidth::Double, 2, &mut fx);
+    fx.clear();
+    g.raise(40, 0, &mut fx).unwrap();
+    // vCPU 2 cannot take it while vCPU 0's list registers hold it: vCPU 0 must exit.
+    assert!(fx.contains(&Effect::Kick(0)), "{fx:?}");
+    assert_eq!(ids(&flush(&mut g, 2, 4)), []);
+    g.sync(2, &[], &mut fx);
+    fx.clear();
+    g.sync(0, &lrs, &mut fx);
+    assert_eq!(fx, [Effect::Kick(2)]);
+    assert_eq!(ids(&flush(&mut g, 2, 4)), [(40, LrState::Pending)]);
+}
+
+#[test]
+fn group_enable_kicks_the_vcpu_holding_the_interrupt() {
+    let mut g = ready_v3(2);
+    let mut fx = Vec::new();
+    rwr(&mut g, 1, GICR_STRIDE + SGI + 0x100, 1 << 1);
+    g.sgi1r(0, (1 << 24) | 0b10, &mut fx);
+    let mut lrs = flush(&mut g, 1, 4);
+    assert_eq!(ids(&lrs), [(1, LrState::Pending)]);
+    // vCPU 1's guest acknowledges it and keeps running.
+    lrs[0].state = LrState::Active;
+    // vCPU 0 turns the groups off, sends the SGI again, and turns them back on.
+    wr(&mut g, 0, 0x0, 0);
+    g.sgi1r(0, (1 << 24) | 0b10, &mut fx);
+    fx.clear();
+    g.dist_write(0, 0x0, AccessWidth::Word, 0x3, &mut fx);
+    // The new pending state waits behind vCPU 1's list register: vCPU 1 must exit.
+    assert_eq!(fx, [Effect::Kick(1)]);
+    g.sync(1, &lrs, &mut fx);
+    assert_eq!(ids(&flush(&mut g, 1, 4)), [(1, LrState::PendingActive)]);
+}
+
+#[test]
 fn flush_without_sync_keeps_state() {
     let mut g = ready_v3(1);
     let mut fx = Vec::new();

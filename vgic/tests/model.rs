@@ -1,544 +1,1093 @@
-//! Model-based property tests: random guest accesses, interrupt arrivals and run cycles
-//! (flush, the guest acknowledging and deactivating what it was given, sync) checked
-//! against a reference model of which interrupts are owed to which vCPU.
+//! Model-based property tests of the virtual GIC.
+//!
+//! `deliveries_match_the_reference` drives a [`Vgic`] with random guest programming
+//! (enables, priorities, groups, routing, trigger modes), interrupt arrivals (`raise`,
+//! `set_level`, SGIs between vCPUs) and vCPU runs: flush, a simulated CPU interface that
+//! acknowledges the highest-priority pending list register and later deactivates it, sync.
+//! Every step is checked against a small reference model of which interrupt instances each
+//! vCPU is owed, and against the hypervisor's needs: a vCPU with something new to take is
+//! kicked, and nothing waits behind a running vCPU's list registers without a kick or a
+//! maintenance interrupt to get it out. `hostile_inputs_never_panic` feeds any access and
+//! any list-register state.
 
 use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
-use vgic::{AccessWidth, Effect, GicVersion, ListRegister, LrState, Vgic, VgicConfig, GICR_STRIDE};
+use vgic::{
+    AccessWidth, Effect, FlushOutcome, GicVersion, ListRegister, LrState, Vgic, VgicConfig,
+    GICR_STRIDE, MAX_LIST_REGISTERS,
+};
 
+/// Where the SGI frame starts within a redistributor.
 const SGI_FRAME: u64 = 0x1_0000;
-const SGIS: [u32; 3] = [0, 1, 2];
-const PPIS: [u32; 2] = [16, 17];
-const SPIS: [u32; 6] = [32, 33, 34, 35, 36, 37];
+const SGIS: [u32; 3] = [0, 1, 15];
+const PPIS: [u32; 2] = [16, 27];
+const SPIS: [u32; 6] = [32, 33, 34, 35, 48, 63];
+/// The priority bits the model keeps (see the crate documentation).
+const PRIORITY_BITS: u8 = 0xf8;
 
-/// Every interrupt the delivery test uses, SGIs first.
+/// Every interrupt the delivery test uses: SGIs, then PPIs, then SPIs.
 fn universe() -> Vec<u32> {
     SGIS.iter().chain(&PPIS).chain(&SPIS).copied().collect()
 }
 
-/// Where the reference model says an SPI goes.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Route {
-    To(usize),
-    Any,
-    Nowhere,
+/// The interrupts with an input line the hypervisor drives: PPIs, then SPIs.
+fn inputs() -> Vec<u32> {
+    PPIS.iter().chain(&SPIS).copied().collect()
 }
 
+/// The VM and its initial programming.
 #[derive(Clone, Debug)]
 struct Setup {
     v3: bool,
     vcpus: usize,
-    n_lrs: usize,
-    priorities: Vec<u8>,
-    /// Per SPI: target vCPU (may not exist) and whether it is routed to "any".
-    routes: Vec<(usize, bool)>,
+    /// Number of list registers per vCPU.
+    lrs: usize,
+    /// Per interrupt of [`universe`]: priority, enabled, Group 1.
+    irqs: Vec<(u8, bool, bool)>,
+    /// Per interrupt of [`inputs`]: edge-triggered (level-sensitive otherwise).
+    edge: Vec<bool>,
+    /// Per SPI: `target` and `any` of [`Op::Route`].
+    routes: Vec<(u8, bool)>,
 }
 
+/// One step. vCPU numbers are taken modulo the VM's count; `which` indexes [`universe`]
+/// or [`inputs`]; for an SGI or PPI, `vcpu` names whose. A guest access traps: a running
+/// vCPU that makes one is synced before it and flushed after, as the hypervisor does.
 #[derive(Clone, Debug)]
 enum Op {
-    Raise {
+    /// `writer` sets or clears the enable bit (`ISENABLER`/`ICENABLER`).
+    Enable {
         which: usize,
         vcpu: usize,
+        writer: usize,
+        on: bool,
     },
+    /// `IGROUPR`, read-modify-write.
+    Group {
+        which: usize,
+        vcpu: usize,
+        writer: usize,
+        group1: bool,
+    },
+    /// `IPRIORITYR`: the interrupt's byte, or with `word` the word that holds it (four
+    /// interrupts' bytes).
+    Priority {
+        which: usize,
+        vcpu: usize,
+        writer: usize,
+        value: u32,
+        word: bool,
+    },
+    /// Routes `SPIS[spi]`. v3 `GICD_IROUTER`: Aff0 = `target % 8` (Aff1 = 1, no vCPU, when
+    /// bits 6:4 of `target` are all set), or IRM = 1 with `any`; a 64-bit write, or a
+    /// 32-bit write of the low half with `word`. v2 `GICD_ITARGETSR`: bit `target % 8`, or
+    /// the byte `target` with `any`; a byte write, or with `word` a read-modify-write of
+    /// the word.
+    Route {
+        spi: usize,
+        target: u8,
+        any: bool,
+        word: bool,
+        writer: usize,
+    },
+    /// `ICFGR` read-modify-write, done only while nothing of the interrupt is in flight
+    /// (line low, in no list register): the GIC leaves other changes UNPREDICTABLE.
+    Trigger {
+        which: usize,
+        vcpu: usize,
+        edge: bool,
+    },
+    /// `GICD_CTLR` group enables.
+    Ctlr { value: u8, writer: usize },
+    /// [`Vgic::raise`] of `inputs()[which]`.
+    Raise { which: usize, vcpu: usize },
+    /// [`Vgic::set_level`] of `inputs()[which]`.
+    Level {
+        which: usize,
+        vcpu: usize,
+        high: bool,
+    },
+    /// `sender` sends `SGIS[sgi]`: mode 0 to the vCPUs in `list`, 1 to all others, 2 to
+    /// itself, 3 to no vCPU (v3 Aff1 = 1, v2 an empty list).
     Sgi {
         sender: usize,
         sgi: usize,
         mode: u8,
         list: u8,
     },
-    Enable {
-        which: usize,
-        vcpu: usize,
-        on: bool,
-    },
-    Ctlr(u8),
-    Priority {
-        which: usize,
-        vcpu: usize,
-        priority: u8,
-    },
+    /// The vCPU is about to run: flush.
     Enter(usize),
+    /// The running guest acknowledges its highest-priority pending list register.
     Ack(usize),
+    /// The running guest deactivates the interrupt it acknowledged last.
     Eoi(usize),
+    /// The vCPU exits: sync.
     Exit(usize),
+    /// Enter, acknowledge and deactivate everything, exit.
+    Run(usize),
+    /// Every guest runs as a busy guest does until nothing moves (see
+    /// [`Harness::settle`]); nothing deliverable may be left behind.
+    Settle,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
-    (any::<bool>(), 1usize..=4, 1usize..=4).prop_flat_map(|(v3, vcpus, n_lrs)| {
-        (
-            prop::collection::vec(any::<u8>(), universe().len()),
-            prop::collection::vec((0usize..6, prop::bool::weighted(0.25)), SPIS.len()),
-        )
-            .prop_map(move |(priorities, routes)| Setup {
-                v3,
-                vcpus,
-                n_lrs,
-                priorities,
-                routes,
-            })
-    })
+    (
+        any::<bool>(),
+        1usize..=4,
+        prop::sample::select(vec![1usize, 2, 4, 16]),
+        prop::collection::vec(
+            (any::<u8>(), prop::bool::weighted(0.8), any::<bool>()),
+            universe().len(),
+        ),
+        prop::collection::vec(any::<bool>(), inputs().len()),
+        prop::collection::vec((any::<u8>(), prop::bool::weighted(0.2)), SPIS.len()),
+    )
+        .prop_map(|(v3, vcpus, lrs, irqs, edge, routes)| Setup {
+            v3,
+            vcpus,
+            lrs,
+            irqs,
+            edge,
+            routes,
+        })
+}
+
+/// Half the time SPI 32, so that operations on one interrupt interleave closely.
+fn hot(list: Vec<u32>) -> impl Strategy<Value = usize> + Clone {
+    let spi = list.iter().position(|&i| i == SPIS[0]).unwrap_or(0);
+    prop_oneof![Just(spi), 0..list.len()]
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let n = universe().len();
+    let all = || hot(universe());
+    let lines = || hot(inputs());
+    let vcpu = || 0usize..4;
     prop_oneof![
-        4 => (0..PPIS.len() + SPIS.len(), 0usize..4).prop_map(|(which, vcpu)| Op::Raise { which, vcpu }),
-        3 => (0usize..4, 0..SGIS.len(), 0u8..3, any::<u8>())
+        2 => (all(), vcpu(), vcpu(), prop::bool::weighted(0.7))
+            .prop_map(|(which, vcpu, writer, on)| Op::Enable { which, vcpu, writer, on }),
+        1 => (all(), vcpu(), vcpu(), prop::bool::weighted(0.7))
+            .prop_map(|(which, vcpu, writer, group1)| Op::Group { which, vcpu, writer, group1 }),
+        1 => (all(), vcpu(), vcpu(), any::<u32>(), any::<bool>())
+            .prop_map(|(which, vcpu, writer, value, word)| Op::Priority { which, vcpu, writer, value, word }),
+        2 => (prop_oneof![Just(0), 0..SPIS.len()], any::<u8>(), prop::bool::weighted(0.2), any::<bool>(), vcpu())
+            .prop_map(|(spi, target, any, word, writer)| Op::Route { spi, target, any, word, writer }),
+        1 => (lines(), vcpu(), any::<bool>())
+            .prop_map(|(which, vcpu, edge)| Op::Trigger { which, vcpu, edge }),
+        1 => (prop_oneof![3 => Just(3u8), 1 => 0u8..3], vcpu())
+            .prop_map(|(value, writer)| Op::Ctlr { value, writer }),
+        4 => (lines(), vcpu()).prop_map(|(which, vcpu)| Op::Raise { which, vcpu }),
+        3 => (lines(), vcpu(), any::<bool>())
+            .prop_map(|(which, vcpu, high)| Op::Level { which, vcpu, high }),
+        3 => (vcpu(), 0..SGIS.len(), 0u8..4, any::<u8>())
             .prop_map(|(sender, sgi, mode, list)| Op::Sgi { sender, sgi, mode, list }),
-        2 => (0..n, 0usize..4, prop::bool::weighted(0.7))
-            .prop_map(|(which, vcpu, on)| Op::Enable { which, vcpu, on }),
-        1 => (0u8..4).prop_map(Op::Ctlr),
-        1 => (0..n, 0usize..4, any::<u8>())
-            .prop_map(|(which, vcpu, priority)| Op::Priority { which, vcpu, priority }),
-        3 => (0usize..4).prop_map(Op::Enter),
-        4 => (0usize..4).prop_map(Op::Ack),
-        3 => (0usize..4).prop_map(Op::Eoi),
-        3 => (0usize..4).prop_map(Op::Exit),
+        3 => vcpu().prop_map(Op::Enter),
+        4 => vcpu().prop_map(Op::Ack),
+        3 => vcpu().prop_map(Op::Eoi),
+        3 => vcpu().prop_map(Op::Exit),
+        2 => vcpu().prop_map(Op::Run),
+        1 => Just(Op::Settle),
     ]
 }
 
-/// (bank, INTID, source): the bank is the vCPU for SGIs/PPIs and 0 for SPIs; the source
-/// is the sender of a v2 SGI and 0 otherwise.
+/// (bank, INTID): the bank is the vCPU for SGIs and PPIs, 0 for SPIs.
+type Line = (usize, u32);
+/// One interrupt instance: its line and, for a v2 SGI, the sending vCPU (0 otherwise).
 type Key = (usize, u32, u8);
+
+fn bank(intid: u32, vcpu: usize) -> usize {
+    if intid < 32 {
+        vcpu
+    } else {
+        0
+    }
+}
+
+/// The instance a list register of `vcpu` holds.
+fn key_of(v3: bool, vcpu: usize, lr: &ListRegister) -> Key {
+    let source = if !v3 && lr.vintid < 16 { lr.source } else { 0 };
+    (bank(lr.vintid, vcpu), lr.vintid, source)
+}
+
+/// The reference's view of one interrupt line: what the guest programmed and the level
+/// of its input.
+#[derive(Clone, Copy, Debug, Default)]
+struct Config {
+    enabled: bool,
+    priority: u8,
+    group1: bool,
+    edge: bool,
+    high: bool,
+}
+
+/// What one interrupt instance is owed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Owed {
+    /// An edge (a raise, a rising line, an SGI) not yet acknowledged: exactly one delivery
+    /// is due, however many edges came.
+    edge: bool,
+    /// One more delivery is allowed, not required: an edge came while the instance sat
+    /// pending in a list register of a running vCPU. Whether the guest acknowledged it
+    /// before or after that edge is invisible to the hypervisor, so the edge may count.
+    extra: bool,
+}
+
+/// A running vCPU's list registers as its simulated CPU interface holds them.
+#[derive(Clone, Debug)]
+struct Run {
+    lrs: Vec<ListRegister>,
+    /// What the flush said: `loaded` list registers filled, maintenance asked for.
+    outcome: FlushOutcome,
+    /// Per list register: handed over while its level-sensitive line was high.
+    by_line: Vec<bool>,
+}
+
+impl Run {
+    /// Whether the CPU interface raises a maintenance interrupt, which makes the vCPU
+    /// exit: a list register with the EOI bit deactivated (`ICH_EISR_EL2`), at most one
+    /// valid list register with `UIE`, none pending with `NPIE` (a pending-and-active one
+    /// counted as pending, the less favourable reading).
+    fn maintenance(&self) -> bool {
+        let valid = self.lrs.iter().filter(|lr| lr.state != LrState::Invalid);
+        let eoi = self
+            .lrs
+            .iter()
+            .any(|lr| lr.eoi_maintenance && lr.state == LrState::Invalid);
+        let underflow = self.outcome.underflow && valid.clone().count() <= 1;
+        let no_pending = self.outcome.no_pending && !valid.clone().any(|lr| lr.state.pending());
+        eoi || underflow || no_pending
+    }
+}
 
 struct Harness {
     g: Vgic,
     v3: bool,
     vcpus: usize,
-    n_lrs: usize,
-    running: Vec<Option<Vec<ListRegister>>>,
-    /// Reference: owed deliveries.
-    pending: HashSet<Key>,
-    /// Reference: deliveries that may happen once more (an edge that arrived while the
-    /// interrupt sat pending in a list register: the model cannot tell whether the guest
-    /// had acknowledged it by then).
-    extra: HashMap<Key, u32>,
-    /// Reference: acknowledged, not yet deactivated, per vCPU.
-    active: HashSet<(usize, Key)>,
-    enabled: HashSet<(usize, u32)>,
+    lrs: usize,
+    config: HashMap<Line, Config>,
+    owed: HashMap<Key, Owed>,
+    /// Per SPI: the vCPUs it may be delivered to, as a mask.
+    routes: HashMap<u32, u8>,
+    /// `GICD_CTLR` EnableGrp0, EnableGrp1.
     groups: [bool; 2],
-    routes: HashMap<u32, Route>,
+    /// Per vCPU: acknowledged and not yet deactivated, most recent last.
+    active: Vec<Vec<Key>>,
+    running: Vec<Option<Run>>,
+    /// Per vCPU: kicked while running, so it exits.
+    kicked: Vec<bool>,
     effects: Vec<Effect>,
 }
 
 impl Harness {
-    fn new(s: &Setup) -> Self {
+    fn new(s: &Setup) -> Result<Self, TestCaseError> {
         let version = if s.v3 { GicVersion::V3 } else { GicVersion::V2 };
         let g = Vgic::new(VgicConfig {
             version,
             vcpus: s.vcpus,
             spis: 32,
         })
-        .unwrap();
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut h = Self {
             g,
             v3: s.v3,
             vcpus: s.vcpus,
-            n_lrs: s.n_lrs,
-            running: vec![None; s.vcpus],
-            pending: HashSet::new(),
-            extra: HashMap::new(),
-            active: HashSet::new(),
-            enabled: HashSet::new(),
-            groups: [false; 2],
+            lrs: s.lrs,
+            config: HashMap::new(),
+            owed: HashMap::new(),
             routes: HashMap::new(),
+            groups: [false; 2],
+            active: vec![Vec::new(); s.vcpus],
+            running: vec![None; s.vcpus],
+            kicked: vec![false; s.vcpus],
             effects: Vec::new(),
         };
-        h.ctlr(3);
-        for (which, &intid) in universe().iter().enumerate() {
-            for vcpu in 0..s.vcpus {
-                h.enable(intid, vcpu, true);
-                h.priority(intid, vcpu, s.priorities[which]);
+        for &intid in &universe() {
+            let banks = if intid < 32 { s.vcpus } else { 1 };
+            for b in 0..banks {
+                // Reset: SGIs edge, everything else level; Group 1 on v3, Group 0 on v2.
+                let reset = Config {
+                    edge: intid < 16,
+                    group1: s.v3,
+                    ..Config::default()
+                };
+                h.config.insert((b, intid), reset);
             }
         }
-        for vcpu in 0..s.vcpus {
-            // PPIs and SPIs edge-triggered.
-            if s.v3 {
-                h.rwrite(
-                    vcpu,
-                    vcpu as u64 * GICR_STRIDE + SGI_FRAME + 0xc04,
-                    0xaaaa_aaaa,
-                );
-            } else {
-                h.write(vcpu, 0xc04, 0xaaaa_aaaa);
+        h.ctlr(3, 0);
+        for (&intid, &(priority, enabled, group1)) in universe().iter().zip(&s.irqs) {
+            let banks = if intid < 32 { s.vcpus } else { 1 };
+            for vcpu in 0..banks {
+                h.group(intid, vcpu, vcpu, group1);
+                h.priority(intid, vcpu, vcpu, u32::from(priority), false);
+                h.enable(intid, vcpu, vcpu, enabled);
             }
         }
-        h.write(0, 0xc08, 0xaaaa_aaaa);
-        for (&intid, &(target, any)) in SPIS.iter().zip(&s.routes) {
-            let route = if any {
-                Route::Any
-            } else if target < s.vcpus {
-                Route::To(target)
-            } else {
-                Route::Nowhere
-            };
-            h.routes.insert(intid, route);
-            if s.v3 {
-                let value = if any { 1 << 31 } else { target as u64 };
-                h.g.dist_write(
-                    0,
-                    0x6000 + 8 * u64::from(intid),
-                    AccessWidth::Double,
-                    value,
-                    &mut h.effects,
-                );
-            } else {
-                let value = if any { 0xff } else { 1u64 << target };
-                h.g.dist_write(
-                    0,
-                    0x800 + u64::from(intid),
-                    AccessWidth::Byte,
-                    value,
-                    &mut h.effects,
-                );
+        for (&intid, &edge) in inputs().iter().zip(&s.edge) {
+            let banks = if intid < 32 { s.vcpus } else { 1 };
+            for vcpu in 0..banks {
+                h.trigger(intid, vcpu, edge);
             }
         }
-        h
+        for (spi, &(target, any)) in s.routes.iter().enumerate() {
+            h.route(spi, target, any, false, 0);
+        }
+        prop_assert!(
+            !h.effects.iter().any(|e| matches!(e, Effect::Note(_))),
+            "setup was refused: {:?}",
+            h.effects
+        );
+        h.effects.clear();
+        Ok(h)
     }
 
-    fn write(&mut self, vcpu: usize, offset: u64, value: u64) {
-        self.g
-            .dist_write(vcpu, offset, AccessWidth::Word, value, &mut self.effects);
+    fn cfg(&mut self, intid: u32, vcpu: usize) -> &mut Config {
+        self.config
+            .get_mut(&(bank(intid, vcpu), intid))
+            .expect("an interrupt of the universe")
     }
 
-    fn rwrite(&mut self, vcpu: usize, offset: u64, value: u64) {
-        self.g
-            .redist_write(vcpu, offset, AccessWidth::Word, value, &mut self.effects);
-    }
-
-    fn ctlr(&mut self, value: u8) {
-        self.write(0, 0x0, u64::from(value));
-        self.groups = [value & 1 != 0, value & 2 != 0];
-    }
-
-    fn bank(intid: u32, vcpu: usize) -> usize {
-        if intid < 32 {
+    /// Who really writes a register of `intid`: a v2 guest reaches the SGI and PPI
+    /// registers of its own bank only.
+    fn writer(&self, intid: u32, vcpu: usize, writer: usize) -> usize {
+        if intid < 32 && !self.v3 {
             vcpu
         } else {
-            0
+            writer
         }
     }
 
-    fn enable(&mut self, intid: u32, vcpu: usize, on: bool) {
-        let reg = if on { 0x100 } else { 0x180 };
+    /// Where the register at distributor offset `offset` that holds `intid` is: for an SGI
+    /// or PPI on v3, `vcpu`'s SGI frame.
+    fn place(&self, intid: u32, vcpu: usize, offset: u64) -> (bool, u64) {
+        if intid < 32 && self.v3 {
+            (true, vcpu as u64 * GICR_STRIDE + SGI_FRAME + offset)
+        } else {
+            (false, offset)
+        }
+    }
+
+    /// Reads the 32-bit register at distributor offset `offset` that holds `intid`.
+    fn read(&mut self, intid: u32, vcpu: usize, reader: usize, offset: u64) -> u64 {
+        let reader = self.writer(intid, vcpu, reader);
+        let (redist, at) = self.place(intid, vcpu, offset);
+        if redist {
+            self.g
+                .redist_read(reader, at, AccessWidth::Word, &mut self.effects)
+        } else {
+            self.g
+                .dist_read(reader, at, AccessWidth::Word, &mut self.effects)
+        }
+    }
+
+    /// Writes the register at distributor offset `offset` that holds `intid`; returns the
+    /// vCPU that wrote.
+    fn write(
+        &mut self,
+        intid: u32,
+        vcpu: usize,
+        writer: usize,
+        offset: u64,
+        width: AccessWidth,
+        value: u64,
+    ) -> usize {
+        let writer = self.writer(intid, vcpu, writer);
+        let (redist, at) = self.place(intid, vcpu, offset);
+        if redist {
+            self.g
+                .redist_write(writer, at, width, value, &mut self.effects);
+        } else {
+            self.g
+                .dist_write(writer, at, width, value, &mut self.effects);
+        }
+        writer
+    }
+
+    fn ctlr(&mut self, value: u8, writer: usize) -> usize {
+        self.g.dist_write(
+            writer,
+            0,
+            AccessWidth::Word,
+            value.into(),
+            &mut self.effects,
+        );
+        self.groups = [value & 1 != 0, value & 2 != 0];
+        writer
+    }
+
+    fn enable(&mut self, intid: u32, vcpu: usize, writer: usize, on: bool) -> usize {
+        let base = if on { 0x100 } else { 0x180 };
+        let offset = base + 4 * u64::from(intid / 32);
         let bit = 1u64 << (intid % 32);
-        if intid < 32 && self.v3 {
-            self.rwrite(vcpu, vcpu as u64 * GICR_STRIDE + SGI_FRAME + reg, bit);
-        } else {
-            self.write(vcpu, reg + 4 * u64::from(intid / 32), bit);
+        self.cfg(intid, vcpu).enabled = on;
+        self.write(intid, vcpu, writer, offset, AccessWidth::Word, bit)
+    }
+
+    fn group(&mut self, intid: u32, vcpu: usize, writer: usize, group1: bool) -> usize {
+        let offset = 0x80 + 4 * u64::from(intid / 32);
+        let bit = 1u64 << (intid % 32);
+        let old = self.read(intid, vcpu, writer, offset);
+        let value = if group1 { old | bit } else { old & !bit };
+        self.cfg(intid, vcpu).group1 = group1;
+        self.write(intid, vcpu, writer, offset, AccessWidth::Word, value)
+    }
+
+    fn priority(
+        &mut self,
+        intid: u32,
+        vcpu: usize,
+        writer: usize,
+        value: u32,
+        word: bool,
+    ) -> usize {
+        if !word {
+            self.cfg(intid, vcpu).priority = value as u8;
+            let offset = 0x400 + u64::from(intid);
+            return self.write(intid, vcpu, writer, offset, AccessWidth::Byte, value.into());
         }
-        let key = (Self::bank(intid, vcpu), intid);
-        if on {
-            self.enabled.insert(key);
-        } else {
-            self.enabled.remove(&key);
-        }
-    }
-
-    fn priority(&mut self, intid: u32, vcpu: usize, priority: u8) {
-        let offset = 0x400 + u64::from(intid);
-        let value = u64::from(priority);
-        if intid < 32 && self.v3 {
-            let at = vcpu as u64 * GICR_STRIDE + SGI_FRAME + offset;
-            self.g
-                .redist_write(vcpu, at, AccessWidth::Byte, value, &mut self.effects);
-        } else {
-            self.g
-                .dist_write(vcpu, offset, AccessWidth::Byte, value, &mut self.effects);
-        }
-    }
-
-    fn group_on(&self) -> bool {
-        // Reset groups: 1 on v3, 0 on v2; the test leaves them so.
-        self.groups[usize::from(self.v3)]
-    }
-
-    fn routed_to(&self, intid: u32, vcpu: usize) -> bool {
-        match self.routes.get(&intid) {
-            None => true,
-            Some(Route::To(t)) => *t == vcpu,
-            Some(Route::Any) => true,
-            Some(Route::Nowhere) => false,
-        }
-    }
-
-    fn deliverable(&self, key: &Key) -> bool {
-        let (bank, intid, _) = *key;
-        let routed = !matches!(self.routes.get(&intid), Some(Route::Nowhere));
-        routed && self.group_on() && self.enabled.contains(&(bank, intid))
-    }
-
-    /// An edge for `key`; `holders` are the vCPUs whose list registers could hold it.
-    fn edge(&mut self, key: Key, holders: &[usize]) {
-        if !self.pending.insert(key) {
-            let source = key.2;
-            let in_lr = holders.iter().any(|&v| {
-                self.running
-                    .get(v)
-                    .and_then(|r| r.as_ref())
-                    .is_some_and(|lrs| {
-                        lrs.iter().any(|lr| {
-                            lr.vintid == key.1
-                                && lr.state.pending()
-                                && (self.v3 || lr.source == source)
-                        })
-                    })
-            });
-            if in_lr {
-                *self.extra.entry(key).or_default() += 1;
+        let first = intid & !3;
+        for (i, byte) in value.to_le_bytes().into_iter().enumerate() {
+            let line = (bank(intid, vcpu), first + i as u32);
+            if let Some(c) = self.config.get_mut(&line) {
+                c.priority = byte;
             }
         }
+        let offset = 0x400 + u64::from(first);
+        self.write(intid, vcpu, writer, offset, AccessWidth::Word, value.into())
     }
 
-    fn raise(&mut self, which: usize, vcpu: usize) {
-        let vcpu = vcpu % self.vcpus;
-        let intid = PPIS.iter().chain(&SPIS).copied().nth(which).unwrap();
-        self.g.raise(intid, vcpu, &mut self.effects).unwrap();
-        let all: Vec<usize> = (0..self.vcpus).collect();
-        let holders = if intid < 32 { vec![vcpu] } else { all };
-        self.edge((Self::bank(intid, vcpu), intid, 0), &holders);
+    fn route(&mut self, spi: usize, target: u8, any: bool, word: bool, writer: usize) -> usize {
+        let intid = SPIS[spi];
+        let all = ((1u32 << self.vcpus) - 1) as u8;
+        if self.v3 {
+            let aff0 = u64::from(target % 8);
+            let nowhere = target & 0x70 == 0x70;
+            let (value, mask) = if any {
+                (1 << 31, all)
+            } else if nowhere {
+                ((1 << 8) | aff0, 0)
+            } else {
+                (aff0, (1u32 << aff0) as u8 & all)
+            };
+            self.routes.insert(intid, mask);
+            let offset = 0x6000 + 8 * u64::from(intid);
+            let width = if word {
+                AccessWidth::Word
+            } else {
+                AccessWidth::Double
+            };
+            self.g
+                .dist_write(writer, offset, width, value, &mut self.effects);
+        } else {
+            let byte = if any { target } else { 1 << (target % 8) };
+            self.routes.insert(intid, byte & all);
+            if word {
+                let offset = 0x800 + u64::from(intid & !3);
+                let lane = 8 * (intid % 4);
+                let old = self
+                    .g
+                    .dist_read(writer, offset, AccessWidth::Word, &mut self.effects);
+                let value = (old & !(0xff << lane)) | (u64::from(byte) << lane);
+                self.g
+                    .dist_write(writer, offset, AccessWidth::Word, value, &mut self.effects);
+            } else {
+                let offset = 0x800 + u64::from(intid);
+                self.g.dist_write(
+                    writer,
+                    offset,
+                    AccessWidth::Byte,
+                    byte.into(),
+                    &mut self.effects,
+                );
+            }
+        }
+        writer
+    }
+
+    /// Changes the trigger mode if nothing of the interrupt is in flight; returns the
+    /// vCPU that wrote, if it did.
+    fn trigger(&mut self, intid: u32, vcpu: usize, edge: bool) -> Option<usize> {
+        let line = (bank(intid, vcpu), intid);
+        let in_lr = self.holders(line).next().is_some();
+        if self.cfg(intid, vcpu).high || in_lr {
+            return None;
+        }
+        let offset = 0xc00 + 4 * u64::from(intid / 16);
+        let bit = 1u64 << (2 * (intid % 16) + 1);
+        let old = self.read(intid, vcpu, vcpu, offset);
+        let value = if edge { old | bit } else { old & !bit };
+        self.cfg(intid, vcpu).edge = edge;
+        Some(self.write(intid, vcpu, vcpu, offset, AccessWidth::Word, value))
+    }
+
+    /// The list registers of running vCPUs that were loaded with an instance of `line`,
+    /// with their vCPU. One the guest has since deactivated still counts: the hypervisor
+    /// cannot see that before the vCPU exits.
+    fn holders(&self, line: Line) -> impl Iterator<Item = (usize, &ListRegister)> {
+        let v3 = self.v3;
+        self.running
+            .iter()
+            .enumerate()
+            .filter_map(|(vcpu, run)| run.as_ref().map(|run| (vcpu, run)))
+            .flat_map(move |(vcpu, run)| {
+                run.lrs[..run.outcome.loaded]
+                    .iter()
+                    .filter(move |lr| {
+                        let (b, intid, _) = key_of(v3, vcpu, lr);
+                        (b, intid) == line
+                    })
+                    .map(move |lr| (vcpu, lr))
+            })
+    }
+
+    /// An edge for `key`: owed once, and once more if it sits pending in a list register.
+    fn edge(&mut self, key: Key) {
+        let in_lr = self
+            .holders((key.0, key.1))
+            .any(|(vcpu, lr)| lr.state.pending() && key_of(self.v3, vcpu, lr) == key);
+        let owed = self.owed.entry(key).or_default();
+        owed.edge = true;
+        owed.extra |= in_lr;
+    }
+
+    fn raise(&mut self, which: usize, vcpu: usize) -> Result<(), TestCaseError> {
+        let intid = inputs()[which];
+        let result = self.g.raise(intid, vcpu, &mut self.effects);
+        prop_assert!(result.is_ok(), "raise({intid}, {vcpu}): {result:?}");
+        self.edge((bank(intid, vcpu), intid, 0));
+        Ok(())
+    }
+
+    fn level(&mut self, intid: u32, vcpu: usize, high: bool) -> Result<(), TestCaseError> {
+        let result = self.g.set_level(intid, vcpu, high, &mut self.effects);
+        prop_assert!(result.is_ok(), "set_level({intid}, {vcpu}): {result:?}");
+        let c = self.cfg(intid, vcpu);
+        let rising = high && !c.high;
+        c.high = high;
+        if c.edge && rising {
+            self.edge((bank(intid, vcpu), intid, 0));
+        }
+        Ok(())
     }
 
     fn sgi(&mut self, sender: usize, sgi: usize, mode: u8, list: u8) {
-        let sender = sender % self.vcpus;
         let sgi = SGIS[sgi];
         let all = (1u32 << self.vcpus) - 1;
         let me = 1u32 << sender;
         let targets = match mode {
             0 => u32::from(list) & all,
             1 => all & !me,
-            _ => me,
+            2 => me,
+            _ => 0,
         };
         if self.v3 {
             let value = match mode {
-                1 => (1 << 40) | (u64::from(sgi) << 24),
-                _ => (u64::from(sgi) << 24) | u64::from(targets),
+                0 => u64::from(list),
+                1 => 1 << 40,
+                2 => u64::from(me),
+                _ => (1 << 16) | u64::from(list),
             };
-            self.g.sgi1r(sender, value, &mut self.effects);
+            self.g
+                .sgi1r(sender, value | (u64::from(sgi) << 24), &mut self.effects);
         } else {
-            let value = (u64::from(mode) << 24) | (u64::from(list) << 16) | u64::from(sgi);
-            self.write(sender, 0xf00, value);
+            let (filter, list) = if mode == 3 { (0, 0) } else { (mode, list) };
+            let value = (u64::from(filter) << 24) | (u64::from(list) << 16) | u64::from(sgi);
+            self.g
+                .dist_write(sender, 0xf00, AccessWidth::Word, value, &mut self.effects);
         }
-        for t in 0..self.vcpus {
-            if targets & (1 << t) != 0 {
+        for target in 0..self.vcpus {
+            if targets & (1 << target) != 0 {
                 let source = if self.v3 { 0 } else { sender as u8 };
-                self.edge((t, sgi, source), &[t]);
+                self.edge((target, sgi, source));
             }
         }
     }
 
-    fn key_of(&self, vcpu: usize, lr: &ListRegister) -> Key {
-        (
-            Self::bank(lr.vintid, vcpu),
-            lr.vintid,
-            if self.v3 { 0 } else { lr.source },
-        )
+    /// Whether the line of `key` is level-sensitive and high.
+    fn level_high(&self, key: Key) -> bool {
+        self.config
+            .get(&(key.0, key.1))
+            .is_some_and(|c| !c.edge && c.high)
+    }
+
+    /// Whether the reference holds `key` pending: an edge owed, or a high level.
+    fn pending(&self, key: Key) -> bool {
+        self.owed.get(&key).is_some_and(|o| o.edge) || self.level_high(key)
+    }
+
+    /// Enabled, and its group enabled in `GICD_CTLR`.
+    fn enabled(&self, key: Key) -> bool {
+        self.config
+            .get(&(key.0, key.1))
+            .is_some_and(|c| c.enabled && self.groups[usize::from(c.group1)])
+    }
+
+    /// May `key` be handed to `vcpu`: its own SGI or PPI, or an SPI routed to it or
+    /// already active on it (an active interrupt stays where it is until deactivated).
+    fn routed(&self, key: Key, vcpu: usize) -> bool {
+        let (b, intid, _) = key;
+        if intid < 32 {
+            return b == vcpu;
+        }
+        let mask = self.routes.get(&intid).copied().unwrap_or(0);
+        mask & (1 << vcpu) != 0 || self.active[vcpu].contains(&key)
+    }
+
+    /// Every instance the reference holds pending.
+    fn all_pending(&self) -> Vec<Key> {
+        let mut keys: HashSet<Key> = self
+            .owed
+            .iter()
+            .filter(|(_, o)| o.edge)
+            .map(|(k, _)| *k)
+            .collect();
+        keys.extend(
+            self.config
+                .iter()
+                .filter(|(_, c)| !c.edge && c.high)
+                .map(|(&(b, intid), _)| (b, intid, 0)),
+        );
+        let mut keys: Vec<Key> = keys.into_iter().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Pending, enabled instances only `vcpu` can take, that are in no list register of
+    /// another running vCPU, not active elsewhere, and whose INTID is not already in
+    /// `lrs` (one list register per INTID): with their priority.
+    fn waiting_for(&self, vcpu: usize, lrs: &[ListRegister]) -> Vec<(Key, u8)> {
+        self.all_pending()
+            .into_iter()
+            .filter(|&key| self.enabled(key))
+            .filter(|&(b, intid, _)| {
+                if intid < 32 {
+                    return b == vcpu;
+                }
+                let only_here = self.routes.get(&intid) == Some(&(1 << vcpu));
+                let active_elsewhere = self
+                    .active
+                    .iter()
+                    .enumerate()
+                    .any(|(v, keys)| v != vcpu && keys.iter().any(|k| k.1 == intid));
+                only_here && !active_elsewhere && self.holders((b, intid)).next().is_none()
+            })
+            .filter(|&(_, intid, _)| {
+                !lrs.iter()
+                    .any(|lr| lr.state != LrState::Invalid && lr.vintid == intid)
+            })
+            .map(|key| (key, self.config[&(key.0, key.1)].priority & PRIORITY_BITS))
+            .collect()
     }
 
     fn enter(&mut self, vcpu: usize) -> Result<(), TestCaseError> {
-        let vcpu = vcpu % self.vcpus;
         if self.running[vcpu].is_some() {
             return Ok(());
         }
-        let mut lrs = vec![ListRegister::INVALID; self.n_lrs];
-        self.g.flush(vcpu, &mut lrs, &mut self.effects);
-        let highest = self.g.highest_pending(vcpu);
+        let mut lrs = vec![ListRegister::INVALID; self.lrs];
+        let outcome = self.g.flush(vcpu, &mut lrs, &mut self.effects);
+        let valid = lrs
+            .iter()
+            .take_while(|lr| lr.state != LrState::Invalid)
+            .count();
+        prop_assert_eq!(outcome.loaded, valid, "{:?}", lrs);
+        prop_assert!(
+            lrs[valid..].iter().all(|lr| *lr == ListRegister::INVALID),
+            "holes in {lrs:?}"
+        );
         let mut seen = HashSet::new();
-        for lr in lrs.iter().filter(|lr| lr.state != LrState::Invalid) {
+        for lr in &lrs[..valid] {
+            let key = key_of(self.v3, vcpu, lr);
+            prop_assert!(seen.insert(lr.vintid), "INTID {} twice: {lrs:?}", lr.vintid);
+            let Some(c) = self.config.get(&(key.0, key.1)).copied() else {
+                return Err(TestCaseError::fail(format!("{key:?} was never used")));
+            };
+            prop_assert_eq!(lr.priority, c.priority & PRIORITY_BITS, "{:?}", key);
+            prop_assert_eq!(lr.group1, c.group1, "{:?}", key);
+            prop_assert!(!lr.hw, "{key:?}: no interrupt is forwarded");
+            let elsewhere: Vec<usize> = self.holders((key.0, key.1)).map(|(v, _)| v).collect();
             prop_assert!(
-                seen.insert(lr.vintid),
-                "INTID {} twice in {:?}",
-                lr.vintid,
-                lrs
+                elsewhere.is_empty(),
+                "{key:?} given to vCPU {vcpu} while in the list registers of {elsewhere:?}"
             );
-            let key = self.key_of(vcpu, lr);
-            if lr.vintid >= 32 {
+            if lr.state.active() {
                 prop_assert!(
-                    self.routed_to(lr.vintid, vcpu),
-                    "SPI {} to vCPU {vcpu}",
-                    lr.vintid
+                    self.active[vcpu].contains(&key),
+                    "{key:?} active on vCPU {vcpu} but never acknowledged there"
                 );
-                for (other, run) in self.running.iter().enumerate() {
-                    if let Some(other_lrs) = run {
-                        prop_assert!(
-                            !other_lrs
-                                .iter()
-                                .any(|o| o.state != LrState::Invalid && o.vintid == lr.vintid),
-                            "SPI {} in vCPU {vcpu} and vCPU {other}",
-                            lr.vintid
-                        );
-                    }
-                }
             }
             if lr.state.pending() {
+                prop_assert!(self.enabled(key), "{key:?} given while disabled");
+                let extra = self.owed.get(&key).is_some_and(|o| o.extra);
+                prop_assert!(self.pending(key) || extra, "{key:?} given but not owed");
                 prop_assert!(
-                    self.deliverable(&key),
-                    "{key:?} given while not deliverable"
+                    self.routed(key, vcpu),
+                    "{key:?} given to vCPU {vcpu}, routed to {:?}",
+                    self.routes.get(&key.1)
                 );
-                let owed =
-                    self.pending.contains(&key) || self.extra.get(&key).is_some_and(|&n| n > 0);
-                prop_assert!(owed, "{key:?} given but not owed");
-            }
-            if lr.state == LrState::Pending {
-                if let Some((intid, priority)) = highest {
-                    prop_assert!(
-                        lr.priority <= priority,
-                        "INTID {} (priority {:#x}) in an LR while {intid} ({priority:#x}) waits",
-                        lr.vintid,
-                        lr.priority
-                    );
-                }
             }
         }
-        let mine: Vec<Key> = self
-            .active
+        // Every acknowledged interrupt comes back, so the guest can deactivate it (a vCPU
+        // never has more active interrupts than list registers: it acknowledges only what
+        // they hold).
+        for key in &self.active[vcpu] {
+            prop_assert!(
+                lrs.iter()
+                    .any(|lr| lr.state.active() && key_of(self.v3, vcpu, lr) == *key),
+                "active {key:?} not reloaded on vCPU {vcpu}: {lrs:?}"
+            );
+        }
+        // What stays behind: only for lack of list registers, never ahead of something
+        // of lower priority, and with a maintenance interrupt asked for to come back.
+        let waiting = self.waiting_for(vcpu, &lrs);
+        let worst_given = lrs[..valid]
             .iter()
-            .filter(|(v, _)| *v == vcpu)
-            .map(|(_, k)| *k)
-            .collect();
-        if mine.len() <= self.n_lrs {
-            for key in mine {
+            .filter(|lr| lr.state == LrState::Pending)
+            .map(|lr| lr.priority)
+            .max();
+        for &(key, priority) in &waiting {
+            prop_assert_eq!(
+                valid,
+                self.lrs.min(MAX_LIST_REGISTERS),
+                "{:?} left out with a list register free: {:?}",
+                key,
+                lrs
+            );
+            if let Some(worst) = worst_given {
                 prop_assert!(
-                    lrs.iter()
-                        .any(|lr| lr.state.active() && self.key_of(vcpu, lr) == key),
-                    "active {key:?} not reloaded on vCPU {vcpu}: {lrs:?}"
+                    worst <= priority,
+                    "{key:?} (priority {priority:#x}) left out for a lower priority: {lrs:?}"
                 );
             }
         }
-        self.running[vcpu] = Some(lrs);
+        if !waiting.is_empty() {
+            let eoi = lrs.iter().any(|lr| lr.eoi_maintenance);
+            prop_assert!(
+                outcome.underflow || outcome.no_pending || eoi,
+                "{waiting:?} left out and no maintenance interrupt asked: {outcome:?}"
+            );
+        }
+        if let Some((intid, priority)) = self.g.highest_pending(vcpu) {
+            for lr in lrs.iter().filter(|lr| lr.state == LrState::Pending) {
+                prop_assert!(
+                    lr.priority <= priority,
+                    "INTID {} (priority {:#x}) in a list register while {intid} ({priority:#x}) waits",
+                    lr.vintid,
+                    lr.priority
+                );
+            }
+        }
+        let by_line = lrs
+            .iter()
+            .map(|lr| self.level_high(key_of(self.v3, vcpu, lr)))
+            .collect();
+        self.running[vcpu] = Some(Run {
+            lrs,
+            outcome,
+            by_line,
+        });
+        self.kicked[vcpu] = false;
         Ok(())
     }
 
-    /// The guest acknowledges its highest-priority pending list register.
-    fn ack(&mut self, vcpu: usize) -> Result<bool, TestCaseError> {
-        let vcpu = vcpu % self.vcpus;
+    /// The guest acknowledges its highest-priority pending list register; with `quiet`, its
+    /// handler also silences a level-sensitive source.
+    fn ack(&mut self, vcpu: usize, quiet: bool) -> Result<bool, TestCaseError> {
         let v3 = self.v3;
-        let Some(lrs) = self.running[vcpu].as_mut() else {
+        let Some(run) = self.running[vcpu].as_mut() else {
             return Ok(false);
         };
-        let Some(lr) = lrs
-            .iter_mut()
-            .filter(|lr| lr.state == LrState::Pending)
-            .min_by_key(|lr| lr.priority)
+        let Some(index) = (0..run.lrs.len())
+            .filter(|&i| run.lrs[i].state == LrState::Pending)
+            .min_by_key(|&i| run.lrs[i].priority)
         else {
             return Ok(false);
         };
-        lr.state = LrState::Active;
-        let key = (
-            Self::bank(lr.vintid, vcpu),
-            lr.vintid,
-            if v3 { 0 } else { lr.source },
-        );
-        if !self.pending.remove(&key) {
-            let extra = self.extra.get_mut(&key).filter(|n| **n > 0);
+        run.lrs[index].state = LrState::Active;
+        let key = key_of(v3, vcpu, &run.lrs[index]);
+        let by_line = run.by_line[index];
+        let high_now = self.level_high(key);
+        let owed = self.owed.entry(key).or_default();
+        if owed.edge {
+            owed.edge = false;
+        } else if owed.extra {
+            owed.extra = false;
+        } else {
             prop_assert!(
-                extra.is_some(),
+                by_line || high_now,
                 "{key:?} delivered to vCPU {vcpu} but not owed"
             );
-            if let Some(n) = extra {
-                *n -= 1;
-            }
         }
-        self.active.insert((vcpu, key));
+        self.active[vcpu].push(key);
+        if quiet && high_now {
+            self.level(key.1, vcpu, false)?;
+        }
         Ok(true)
     }
 
-    /// The guest deactivates the most recently acknowledged interrupt.
-    fn eoi(&mut self, vcpu: usize) -> bool {
-        let vcpu = vcpu % self.vcpus;
+    /// The guest deactivates the interrupt it acknowledged last.
+    fn eoi(&mut self, vcpu: usize) -> Result<bool, TestCaseError> {
         let v3 = self.v3;
-        let Some(lrs) = self.running[vcpu].as_mut() else {
-            return false;
-        };
-        let Some(lr) = lrs
-            .iter_mut()
-            .filter(|lr| lr.state.active())
-            .min_by_key(|lr| lr.priority)
+        let (Some(run), Some(&key)) = (self.running[vcpu].as_mut(), self.active[vcpu].last())
         else {
-            return false;
+            return Ok(false);
         };
-        lr.state = if lr.state == LrState::PendingActive {
-            LrState::Pending
-        } else {
-            LrState::Invalid
-        };
-        let key = (
-            Self::bank(lr.vintid, vcpu),
-            lr.vintid,
-            if v3 { 0 } else { lr.source },
-        );
-        self.active.remove(&(vcpu, key));
-        true
+        let lr = run
+            .lrs
+            .iter_mut()
+            .find(|lr| lr.state.active() && key_of(v3, vcpu, lr) == key);
+        prop_assert!(lr.is_some(), "active {key:?} is in no list register");
+        if let Some(lr) = lr {
+            lr.state = LrState::from_flags(lr.state.pending(), false);
+        }
+        self.active[vcpu].pop();
+        Ok(true)
     }
 
     fn exit(&mut self, vcpu: usize) {
-        let vcpu = vcpu % self.vcpus;
-        if let Some(lrs) = self.running[vcpu].take() {
-            self.g.sync(vcpu, &lrs, &mut self.effects);
+        let Some(run) = self.running[vcpu].take() else {
+            return;
+        };
+        self.g.sync(vcpu, &run.lrs, &mut self.effects);
+        // Still pending: the list register's copy and a later edge merge into one.
+        for lr in run.lrs.iter().filter(|lr| lr.state.pending()) {
+            let key = key_of(self.v3, vcpu, lr);
+            if let Some(owed) = self.owed.get_mut(&key).filter(|o| o.edge) {
+                owed.extra = false;
+            }
         }
     }
 
+    /// Runs the vCPU until it has nothing left to acknowledge.
+    fn run(&mut self, vcpu: usize, quiet: bool) -> Result<bool, TestCaseError> {
+        self.enter(vcpu)?;
+        let mut progress = false;
+        loop {
+            let acked = self.ack(vcpu, quiet)?;
+            let eoied = self.eoi(vcpu)?;
+            if !acked && !eoied {
+                break;
+            }
+            progress = true;
+        }
+        self.exit(vcpu);
+        Ok(progress)
+    }
+
+    /// A guest access by `vcpu` traps: if it was running, it is synced before the access
+    /// is handled and flushed after, as the hypervisor does around every exit.
+    fn trap<R>(
+        &mut self,
+        vcpu: usize,
+        access: impl FnOnce(&mut Self) -> R,
+    ) -> Result<R, TestCaseError> {
+        let was_running = self.running[vcpu].is_some();
+        self.exit(vcpu);
+        let result = access(self);
+        if was_running {
+            self.enter(vcpu)?;
+        }
+        Ok(result)
+    }
+
+    /// Applies `op`, then checks its effects: no access was refused, and every vCPU that
+    /// got something deliverable is kicked, unless it caused the change itself.
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
-        let list = universe();
-        match *op {
-            Op::Raise { which, vcpu } => self.raise(which, vcpu),
+        let n = self.vcpus;
+        self.effects.clear();
+        let before: Vec<bool> = (0..n)
+            .map(|v| self.g.highest_pending(v).is_some())
+            .collect();
+        let all = universe();
+        let actor = match *op {
+            Op::Enable {
+                which,
+                vcpu,
+                writer,
+                on,
+            } => {
+                let (intid, vcpu) = (all[which], vcpu % n);
+                let writer = self.writer(intid, vcpu, writer % n);
+                Some(self.trap(writer, |h| h.enable(intid, vcpu, writer, on))?)
+            }
+            Op::Group {
+                which,
+                vcpu,
+                writer,
+                group1,
+            } => {
+                let (intid, vcpu) = (all[which], vcpu % n);
+                let writer = self.writer(intid, vcpu, writer % n);
+                Some(self.trap(writer, |h| h.group(intid, vcpu, writer, group1))?)
+            }
+            Op::Priority {
+                which,
+                vcpu,
+                writer,
+                value,
+                word,
+            } => {
+                let (intid, vcpu) = (all[which], vcpu % n);
+                let writer = self.writer(intid, vcpu, writer % n);
+                Some(self.trap(writer, |h| h.priority(intid, vcpu, writer, value, word))?)
+            }
+            Op::Route {
+                spi,
+                target,
+                any,
+                word,
+                writer,
+            } => Some(self.trap(writer % n, |h| h.route(spi, target, any, word, writer % n))?),
+            Op::Trigger { which, vcpu, edge } => {
+                let (intid, vcpu) = (inputs()[which], vcpu % n);
+                self.trap(vcpu, |h| h.trigger(intid, vcpu, edge))?
+            }
+            Op::Ctlr { value, writer } => {
+                Some(self.trap(writer % n, |h| h.ctlr(value, writer % n))?)
+            }
+            Op::Raise { which, vcpu } => {
+                self.raise(which, vcpu % n)?;
+                None
+            }
+            Op::Level { which, vcpu, high } => {
+                self.level(inputs()[which], vcpu % n, high)?;
+                None
+            }
             Op::Sgi {
                 sender,
                 sgi,
                 mode,
                 list,
-            } => self.sgi(sender, sgi, mode, list),
-            Op::Enable { which, vcpu, on } => self.enable(list[which], vcpu % self.vcpus, on),
-            Op::Ctlr(value) => self.ctlr(value),
-            Op::Priority {
-                which,
-                vcpu,
-                priority,
-            } => self.priority(list[which], vcpu % self.vcpus, priority),
-            Op::Enter(vcpu) => self.enter(vcpu)?,
+            } => {
+                let sender = sender % n;
+                self.trap(sender, |h| h.sgi(sender, sgi, mode, list))?;
+                Some(sender)
+            }
+            Op::Enter(vcpu) => {
+                self.enter(vcpu % n)?;
+                Some(vcpu % n)
+            }
             Op::Ack(vcpu) => {
-                self.ack(vcpu)?;
+                self.ack(vcpu % n, false)?;
+                Some(vcpu % n)
             }
             Op::Eoi(vcpu) => {
-                self.eoi(vcpu);
+                self.eoi(vcpu % n)?;
+                Some(vcpu % n)
             }
-            Op::Exit(vcpu) => self.exit(vcpu),
+            Op::Exit(vcpu) => {
+                self.exit(vcpu % n);
+                Some(vcpu % n)
+            }
+            Op::Run(vcpu) => {
+                self.run(vcpu % n, false)?;
+                Some(vcpu % n)
+            }
+            Op::Settle => {
+                self.settle()?;
+                return Ok(());
+            }
+        };
+        for effect in &self.effects {
+            prop_assert!(matches!(effect, Effect::Kick(_)), "{effect:?} after {op:?}");
+        }
+        for (vcpu, &had) in before.iter().enumerate() {
+            let has = self.g.highest_pending(vcpu).is_some();
+            if !had && has && actor != Some(vcpu) {
+                prop_assert!(
+                    self.effects.contains(&Effect::Kick(vcpu)),
+                    "vCPU {vcpu} has something deliverable after {op:?} but was not kicked"
+                );
+            }
+        }
+        self.take_kicks();
+        self.check_nothing_stranded(op)
+    }
+
+    /// No lost wake-up. A pending, deliverable interrupt whose pending state waits in
+    /// software behind a list register of a running vCPU (one its guest acknowledged or
+    /// deactivated, which the hypervisor cannot see) moves only once that vCPU exits and
+    /// syncs: it must have been kicked, or be sure to exit through a maintenance interrupt
+    /// once its guest has handled what its list registers hold.
+    fn check_nothing_stranded(&self, op: &Op) -> Result<(), TestCaseError> {
+        let pending = self.all_pending();
+        for (vcpu, run) in self.running.iter().enumerate() {
+            let Some(run) = run else { continue };
+            let loaded = &run.lrs[..run.outcome.loaded];
+            let will_exit = self.kicked[vcpu]
+                || run.outcome.underflow
+                || run.outcome.no_pending
+                || loaded.iter().any(|lr| lr.eoi_maintenance);
+            if will_exit {
+                continue;
+            }
+            for lr in loaded.iter().filter(|lr| !lr.state.pending()) {
+                let (b, intid, _) = key_of(self.v3, vcpu, lr);
+                for &key in pending.iter().filter(|k| (k.0, k.1) == (b, intid)) {
+                    let somewhere = (0..self.vcpus).any(|v| self.routed(key, v));
+                    prop_assert!(
+                        !(self.enabled(key) && somewhere),
+                        "after {op:?}, {key:?} waits behind {lr:?} of vCPU {vcpu}, not kicked"
+                    );
+                }
+            }
         }
         Ok(())
     }
 
-    /// Runs every vCPU until nothing is left to deliver, then checks nothing owed and
-    /// deliverable is left behind.
-    fn drain(&mut self) -> Result<(), TestCaseError> {
-        for vcpu in 0..self.vcpus {
-            self.exit(vcpu);
+    /// Records the kicks in `effects` for the vCPUs that run, and forgets the effects.
+    fn take_kicks(&mut self) {
+        for effect in self.effects.drain(..) {
+            if let Effect::Kick(vcpu) = effect {
+                if self.running.get(vcpu).is_some_and(Option::is_some) {
+                    self.kicked[vcpu] = true;
+                }
+            }
         }
-        for _ in 0..200 {
+    }
+
+    /// Lets the guests run as busy guests do, which exit only when kicked or when their
+    /// CPU interface raises a maintenance interrupt: each takes and deactivates all it is
+    /// given (its handlers silencing level-sensitive sources), until none makes progress.
+    /// Then nothing owed and deliverable may be left behind, in software or in a list
+    /// register.
+    fn settle(&mut self) -> Result<(), TestCaseError> {
+        self.take_kicks();
+        for _ in 0..100 {
             let mut progress = false;
             for vcpu in 0..self.vcpus {
-                self.enter(vcpu)?;
+                if self.running[vcpu].is_none() {
+                    self.enter(vcpu)?;
+                }
                 loop {
-                    let acked = self.ack(vcpu)?;
-                    let eoied = self.eoi(vcpu);
-                    progress |= acked || eoied;
+                    let acked = self.ack(vcpu, true)?;
+                    let eoied = self.eoi(vcpu)?;
                     if !acked && !eoied {
                         break;
                     }
+                    progress = true;
                 }
-                self.exit(vcpu);
+                let maintenance = self.running[vcpu].as_ref().is_some_and(Run::maintenance);
+                if self.kicked[vcpu] || maintenance {
+                    self.exit(vcpu);
+                    progress = true;
+                }
+                self.take_kicks();
             }
             if !progress {
                 break;
             }
         }
-        for key in &self.pending {
+        for key in self.all_pending() {
+            let somewhere = (0..self.vcpus).any(|v| self.routed(key, v));
             prop_assert!(
-                !self.deliverable(key),
-                "{key:?} owed and deliverable but never delivered"
+                !(self.enabled(key) && somewhere),
+                "{key:?} owed and deliverable but never delivered: {:?}",
+                self.running
             );
         }
-        prop_assert!(self.active.is_empty());
+        for vcpu in 0..self.vcpus {
+            prop_assert!(self.active[vcpu].is_empty());
+            prop_assert_eq!(self.g.highest_pending(vcpu), None, "vCPU {}", vcpu);
+        }
         Ok(())
     }
 }
@@ -546,15 +1095,18 @@ impl Harness {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-    /// Each raise of an enabled, routed edge interrupt is delivered once, to the right
-    /// vCPU, in priority order, never while disabled or its group is off.
+    /// Every owed edge (raise, rising line, SGI) of an enabled, routed interrupt is
+    /// delivered exactly once (once more at most if it came while the interrupt sat pending
+    /// in a list register), a level-sensitive one only while its line is high; only to
+    /// the vCPU it is routed to; never while disabled or its group is off; and what the
+    /// list registers cannot hold stays behind in priority order.
     #[test]
-    fn deliveries_match_the_reference(s in setup(), ops in prop::collection::vec(op(), 1..120)) {
-        let mut h = Harness::new(&s);
+    fn deliveries_match_the_reference(s in setup(), ops in prop::collection::vec(op(), 1..150)) {
+        let mut h = Harness::new(&s)?;
         for op in &ops {
             h.apply(op)?;
         }
-        h.drain()?;
+        h.settle()?;
     }
 }
 
@@ -648,7 +1200,7 @@ fn state(bits: u8) -> LrState {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     /// No input panics, and flush keeps its structural promises whatever came before.
     #[test]

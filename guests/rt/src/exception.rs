@@ -140,7 +140,10 @@ pub fn set_sync_handler(handler: Option<SyncHandler>) {
 }
 
 /// Installs (or with `None` removes) the IRQ handler on all vCPUs. Interrupts stay masked
-/// until the guest unmasks them (DAIF.I).
+/// until the guest unmasks them (DAIF.I); install the handler with them masked. A handler
+/// may unmask them to be preempted by a higher-priority interrupt (each nested IRQ gets
+/// its own frame), but must mask them again before it returns: the vector code restores
+/// ELR_EL1 and SPSR_EL1 from the frame, which an IRQ taken in between would overwrite.
 pub fn set_irq_handler(handler: Option<IrqHandler>) {
     *IRQ_HANDLER.lock() = handler;
 }

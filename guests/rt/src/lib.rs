@@ -32,11 +32,14 @@ mod boot;
 pub mod console;
 pub mod entry;
 pub mod exception;
+pub mod gic;
 mod heap;
+pub mod irq;
 pub mod psci;
 pub mod rand;
 pub mod smp;
 pub mod time;
+pub mod timer;
 
 use core::fmt;
 use core::panic::PanicInfo;

@@ -10,8 +10,8 @@ use core::alloc::Layout;
 use core::arch::asm;
 
 use aarch64_cpu::registers::{
-    Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, ESR_EL1, FAR_EL1, HCR_EL2, MIDR_EL1, SCTLR_EL1,
-    SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+    Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CNTV_CTL_EL0, ESR_EL1, FAR_EL1, HCR_EL2,
+    MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use stage2::{PhysAddr, TableAllocator, ENTRIES_PER_TABLE, PAGE_SIZE};
 
@@ -174,6 +174,12 @@ pub fn reset_el1() {
             options(nostack, preserves_flags)
         )
     };
+}
+
+/// Whether the guest's virtual timer is asserting its interrupt now: CNTV_CTL_EL0 (the
+/// vCPU's own, live in this CPU) with ENABLE and ISTATUS set and IMASK clear.
+pub fn guest_vtimer_line() -> bool {
+    CNTV_CTL_EL0.get() & 0b111 == 0b101
 }
 
 /// The guest's VBAR_EL1, where injected exceptions go.
