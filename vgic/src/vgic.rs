@@ -457,17 +457,27 @@ impl Vgic {
         best.map(|(priority, intid)| (intid, priority))
     }
 
-    /// Calls `f` for each of `vcpu`'s SGIs and PPIs and each SPI routed to it.
+    /// Calls `f` for each of `vcpu`'s SGIs and PPIs and each SPI routed to it that is
+    /// pending or active: the only ones a list register or a wake-up can be for. The
+    /// cheap test comes before the routing decision, as this runs on every guest entry
+    /// and most of a VM's interrupts are idle.
     fn for_each_routed(&self, vcpu: usize, mut f: impl FnMut(u32, &Irq)) {
         if vcpu >= self.vcpus {
             return;
         }
-        for intid in 0..FIRST_SPI {
-            if let Some(irq) = self.irq(vcpu, intid) {
-                f(intid, irq);
+        let live = |irq: &Irq| irq.active || irq.pending();
+        let first = vcpu * FIRST_SPI as usize;
+        if let Some(private) = self.private.get(first..first + FIRST_SPI as usize) {
+            for (intid, irq) in private.iter().enumerate() {
+                if live(irq) {
+                    f(intid as u32, irq);
+                }
             }
         }
         for (index, irq) in self.shared.iter().enumerate() {
+            if !live(irq) {
+                continue;
+            }
             let intid = FIRST_SPI + index as u32;
             let here = match irq.loaded_on {
                 Some(owner) => usize::from(owner) == vcpu,
