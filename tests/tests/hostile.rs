@@ -223,6 +223,13 @@ fn hostile_beside_victim(gic: u8) {
         );
     }
     check_overlap(&session, &output, seed);
+    // What each attack got, for whoever runs with --nocapture.
+    for line in output
+        .lines()
+        .filter(|l| l.contains("hostile:") || l.contains(": exits:"))
+    {
+        eprintln!("{line}");
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
