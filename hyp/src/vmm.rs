@@ -392,10 +392,32 @@ fn build(
     for m in &config.memory {
         map(m, Stage2Attrs::NORMAL_RWX, "memory")?;
     }
-    for device in &config.devices {
-        for r in &device.regs {
-            map(r, Stage2Attrs::DEVICE_RW, &device.node)?;
+    // Devices by whole pages, merged: two devices may share a page (QEMU virt packs eight
+    // virtio-mmio transports into each 4 KiB), and stage 2 maps each page once.
+    let mut pages: Vec<(u64, u64, &str)> = config
+        .devices
+        .iter()
+        .flat_map(|d| d.regs.iter().map(move |r| (r, d.node.as_str())))
+        .map(|(r, node)| {
+            let start = r.base & !0xfff;
+            let end = r.base.saturating_add(r.size).saturating_add(0xfff) & !0xfff;
+            (start, end, node)
+        })
+        .collect();
+    pages.sort_unstable_by_key(|&(start, _, _)| start);
+    let mut merged: Vec<(u64, u64, &str)> = Vec::new();
+    for (start, end, node) in pages {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end, node)),
         }
+    }
+    for (start, end, node) in merged {
+        let window = MemRange {
+            base: start,
+            size: end - start,
+        };
+        map(&window, Stage2Attrs::DEVICE_RW, node)?;
     }
     for shmem in board.shmem.iter().filter(|s| s.vms.contains(&config.index)) {
         map(&shmem.memory, Stage2Attrs::NORMAL_RWX, &shmem.node)?;

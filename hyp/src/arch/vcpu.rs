@@ -129,6 +129,7 @@ pub fn load_vm_context(vtcr: u64, vttbr: u64, vcpu: usize, cntvoff: u64) {
     // one (guest::ptimer). The event stream bits are kept.
     CNTHCTL_EL2.set((CNTHCTL_EL2.get() | 0b01) & !0b10);
     HCR_EL2.set(HCR_GUEST);
+    untrap_fp_and_vectors();
     // SAFETY: invalidating this VMID's stage-1 and stage-2 TLB entries and the barriers
     // around it affect only translations of the VM being loaded.
     unsafe {
@@ -174,6 +175,35 @@ pub fn reset_el1() {
             options(nostack, preserves_flags)
         )
     };
+}
+
+/// CPTR_EL2 with nothing trapped (HCR_EL2.E2H = 0 layout): only the RES1 bits [7:0], 9
+/// and 13 set; TZ (8, SVE), TFP (10, FP/SIMD), TSM (12, SME), TTA (20), TAM (30) and
+/// TCPAC (31) clear. The guest owns its CPU's FP, SVE and SME state for good.
+const CPTR_EL2_NO_TRAPS: u64 = 0x22ff;
+
+/// Lets the guest use FP/SIMD, SVE and SME without trapping, whatever firmware left in
+/// CPTR_EL2 (U-Boot leaves SVE and SME trapped, and Linux then takes an undefined
+/// instruction reading ZCR_EL1), and the longest SVE vector length the CPU has.
+fn untrap_fp_and_vectors() {
+    // SAFETY: CPTR_EL2 only decides which EL0/EL1 instructions trap to EL2; the
+    // hypervisor itself is built soft-float and uses none of them.
+    unsafe {
+        asm!("msr cptr_el2, {}", "isb", in(reg) CPTR_EL2_NO_TRAPS, options(nostack, preserves_flags))
+    };
+    let pfr0: u64;
+    // SAFETY: reading an ID register has no effect.
+    unsafe {
+        asm!("mrs {}, id_aa64pfr0_el1", out(reg) pfr0, options(nomem, nostack, preserves_flags))
+    };
+    if (pfr0 >> 32) & 0xf != 0 {
+        // ZCR_EL2.LEN = all ones: EL1's vector length is limited only by the hardware.
+        // SAFETY: only bounds the SVE vector length of EL1 and EL0; SVE is implemented
+        // (ID_AA64PFR0_EL1.SVE), so the register exists.
+        unsafe {
+            asm!("msr S3_4_C1_C2_0, {}", "isb", in(reg) 0x1ffu64, options(nostack, preserves_flags))
+        };
+    }
 }
 
 /// Whether the guest's virtual timer is asserting its interrupt now: CNTV_CTL_EL0 (the
