@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Tandem's build and tests need on a Debian/Ubuntu host: QEMU >= 9,
-# dtc, Debian's U-Boot for QEMU, gdb-multiarch, apt's arm64 architecture and the rustup
-# targets. Idempotent: a machine that already has everything gets no apt traffic at all.
+# dtc, Debian's U-Boot for QEMU, gdb-multiarch, e2fsprogs (mke2fs, for the rich OS's disk
+# image), apt's arm64 architecture and the rustup targets. Idempotent: a machine that
+# already has everything gets no apt traffic at all.
 set -euo pipefail
 
 need_apt=()
@@ -15,13 +16,15 @@ qemu_ok || need_apt+=(qemu)
 command -v dtc >/dev/null 2>&1 || need_apt+=(dtc)
 [ -f /usr/lib/u-boot/qemu_arm64/u-boot.bin ] || need_apt+=(uboot)
 command -v gdb-multiarch >/dev/null 2>&1 || need_apt+=(gdb)
+# Debian keeps mke2fs in /sbin, which a user's PATH may lack.
+{ command -v mke2fs || [ -x /sbin/mke2fs ] || [ -x /usr/sbin/mke2fs ]; } >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "tandem setup: missing: ${need_apt[*]}. As root, run:" >&2
         echo "  echo 'deb http://deb.debian.org/debian bookworm-backports main' > /etc/apt/sources.list.d/backports.list" >&2
         echo "  apt-get update && apt-get install -y -t bookworm-backports qemu-system-arm" >&2
-        echo "  apt-get install -y device-tree-compiler u-boot-qemu gdb-multiarch" >&2
+        echo "  apt-get install -y device-tree-compiler u-boot-qemu gdb-multiarch e2fsprogs" >&2
         exit 1
     fi
     . /etc/os-release
@@ -34,7 +37,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     else
         apt-get install -y -qq qemu-system-arm
     fi
-    apt-get install -y -qq device-tree-compiler u-boot-qemu gdb-multiarch
+    apt-get install -y -qq device-tree-compiler u-boot-qemu gdb-multiarch e2fsprogs
     qemu_ok || { echo "tandem setup: qemu-system-aarch64 >= 9 is still missing" >&2; exit 1; }
 fi
 

@@ -6,10 +6,15 @@
 //!
 //! The files QEMU boots come from environment variables that `cargo xtask test` sets to
 //! absolute paths: `TANDEM_HYP_BIN`, `TANDEM_HYP_ELF`, `TANDEM_RPI4_DTB`, `TANDEM_UBOOT_BIN`,
-//! `TANDEM_LINUX_IMAGE`, `TANDEM_INITRAMFS` (its busybox initramfs) and `TANDEM_GUESTS_DIR`
-//! (the test guests' Images, see [`guest_image`]).
+//! `TANDEM_LINUX_IMAGE`, `TANDEM_INITRAMFS` (its busybox initramfs), `TANDEM_DISK` (its ext4
+//! disk image), `TANDEM_GUESTS_DIR` (the test guests' Images, see [`guest_image`]) and
+//! `TANDEM_XTASK` (the xtask binary, for tests of `cargo xtask run`).
+//!
+//! [`Qemu::config`] composes a machine's DTB with a `/hypervisor` fragment from `configs/`
+//! the way `cargo xtask run` does, so tests boot the shipped layouts themselves.
 
 pub mod gdb;
+pub mod linux;
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -39,6 +44,9 @@ pub const STOP_MARKERS: [&str; 3] = [
 
 /// Where QEMU's `virt` machine starts RAM.
 pub const VIRT_RAM_BASE: u64 = 0x4000_0000;
+/// The file on the rich OS's disk that the initramfs prints with `tandem.test=checks`, and
+/// its text (written by xtask/src/disk.rs).
+pub const DISK_FILE: (&str, &str) = ("tandem.txt", "tandem disk: hello from ext4 on virtio-blk");
 /// Where QEMU itself loads an Image with `text_offset` 0 on virt: RAM base + 2 MiB.
 pub const VIRT_DIRECT_LOAD_ADDR: u64 = VIRT_RAM_BASE + 0x20_0000;
 /// Where Debian's U-Boot (`kernel_addr_r`) loads the Image on virt.
@@ -61,8 +69,12 @@ pub enum Input {
     LinuxImage,
     /// The busybox initramfs for that kernel (`target/initramfs.cpio`, uncompressed newc).
     Initramfs,
+    /// The rich OS's ext4 disk image (`target/disk.img`), with [`DISK_FILE`] on it.
+    Disk,
     /// The directory of the test guests' Images (`target/guests`, `<name>.bin`).
     GuestsDir,
+    /// The xtask binary that runs the tests (`cargo xtask run` without cargo).
+    Xtask,
 }
 
 impl Input {
@@ -74,7 +86,9 @@ impl Input {
             Input::UbootBin => "TANDEM_UBOOT_BIN",
             Input::LinuxImage => "TANDEM_LINUX_IMAGE",
             Input::Initramfs => "TANDEM_INITRAMFS",
+            Input::Disk => "TANDEM_DISK",
             Input::GuestsDir => "TANDEM_GUESTS_DIR",
+            Input::Xtask => "TANDEM_XTASK",
         }
     }
 
@@ -143,6 +157,7 @@ pub struct Qemu {
     append: Option<String>,
     dtb: Option<PathBuf>,
     kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
     halted: bool,
     multithreaded: bool,
     extra: Vec<String>,
@@ -161,6 +176,7 @@ impl Qemu {
             append: None,
             dtb: None,
             kernel: None,
+            initrd: None,
             halted: false,
             multithreaded: false,
             extra: Vec::new(),
@@ -224,6 +240,97 @@ impl Qemu {
     pub fn kernel(mut self, path: impl Into<PathBuf>) -> Qemu {
         self.kernel = Some(path.into());
         self
+    }
+
+    /// Hands this initrd to the kernel of [`Qemu::kernel`] (`-initrd`).
+    pub fn initrd(mut self, path: impl Into<PathBuf>) -> Qemu {
+        self.initrd = Some(path.into());
+        self
+    }
+
+    /// The rich OS's devices, as `cargo xtask run` gives them: a virtio-blk disk backed by
+    /// `disk` (writes go to a temporary overlay), then a virtio-net device on QEMU's user
+    /// network. virt hands transports out from the highest down, so they are
+    /// /virtio_mmio@a003e00 (SPI 47) and /virtio_mmio@a003c00 (SPI 46).
+    pub fn virtio_devices(self, disk: &Path) -> Qemu {
+        self.arg("-drive")
+            .arg(&format!(
+                "file={},format=raw,if=none,id=disk0,snapshot=on",
+                disk.display()
+            ))
+            .arg("-device")
+            .arg("virtio-blk-device,drive=disk0")
+            .arg("-netdev")
+            .arg("user,id=net0")
+            .arg("-device")
+            .arg("virtio-net-device,netdev=net0")
+    }
+
+    /// Boots with `config` (a `/hypervisor` fragment, e.g. [`shipped_config`]) and then
+    /// `extra` (more DTS source, e.g. from [`vm_bootargs`]) merged into this machine's DTB,
+    /// as `cargo xtask run --config` does: every module that names its file with
+    /// `xtask,file` gets its `reg` and is loaded at its unit address. The files go to
+    /// `dir`. `xtask,file` values: `@linux`, `@initramfs`, `@guest:<name>` or a path
+    /// relative to the fragment; VMs use two cells for addresses and sizes.
+    pub fn config(self, config: &Path, extra: &str, dir: &Path) -> Result<Qemu, String> {
+        let qemu_dtb = dir.join("qemu.dtb");
+        self.dump_dtb(&qemu_dtb)?;
+        let mut dts = dtb_to_dts(&qemu_dtb)?;
+        let fragment = std::fs::read_to_string(config)
+            .map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+        let config_dir = config.parent().unwrap_or(Path::new("."));
+        dts.push('\n');
+        dts.push_str(&fragment);
+        dts.push('\n');
+        dts.push_str(extra);
+        let as_written = dir.join("as-written.dtb");
+        dts_to_dtb(&dts, &as_written)?;
+
+        let mut machine = self;
+        let mut overrides = String::from("\n/ {\n    hypervisor {\n");
+        for vm in fdt_children(&as_written, "/hypervisor")? {
+            if !vm.starts_with("vm@") {
+                continue;
+            }
+            let vm_path = format!("/hypervisor/{vm}");
+            let mut body = String::new();
+            for module in fdt_children(&as_written, &vm_path)? {
+                let node = format!("{vm_path}/{module}");
+                let Some(value) = fdt_string(&as_written, &node, "xtask,file") else {
+                    continue;
+                };
+                let file = match value.as_str() {
+                    "@linux" => Input::LinuxImage.path()?,
+                    "@initramfs" => Input::Initramfs.path()?,
+                    v if v.starts_with("@guest:") => guest_image(&v["@guest:".len()..])?,
+                    v => config_dir.join(v),
+                };
+                let address = module
+                    .split_once('@')
+                    .and_then(|(_, a)| u64::from_str_radix(a, 16).ok())
+                    .ok_or_else(|| format!("{node}: no unit address to load {value} at"))?;
+                let size = std::fs::metadata(&file)
+                    .map_err(|e| format!("{node}: {}: {e}", file.display()))?
+                    .len();
+                let _ = writeln!(
+                    body,
+                    "            {module} {{\n                reg = <{:#x} {:#x} {:#x} {:#x}>;\n                /delete-property/ xtask,file;\n            }};",
+                    address >> 32,
+                    address & 0xffff_ffff,
+                    size >> 32,
+                    size & 0xffff_ffff
+                );
+                machine = machine.loader(&file, address);
+            }
+            if !body.is_empty() {
+                let _ = write!(overrides, "        {vm} {{\n{body}        }};\n");
+            }
+        }
+        overrides.push_str("    };\n};\n");
+        dts.push_str(&overrides);
+        let composed = dir.join("composed.dtb");
+        dts_to_dtb(&dts, &composed)?;
+        Ok(machine.dtb(composed))
     }
 
     /// Freezes the CPUs before the first instruction; [`Session::gdb`] then controls them.
@@ -316,6 +423,9 @@ impl Qemu {
             args.extend(["-bios".into(), bios.display().to_string()]);
         }
         args.extend(["-kernel".into(), files.kernel.display().to_string()]);
+        if let Some(initrd) = &self.initrd {
+            args.extend(["-initrd".into(), initrd.display().to_string()]);
+        }
         if let Some(dtb) = &files.dtb {
             args.extend(["-dtb".into(), dtb.display().to_string()]);
         }
@@ -371,31 +481,9 @@ impl Qemu {
         let gdb_socket = self.halted.then(|| scratch_dir("gdb").join("gdb.sock"));
         let files = self.files(gdb_socket.clone())?;
         let mut command = Command::new("qemu-system-aarch64");
-        command
-            .args(self.args(&files))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        die_with_parent(&mut command);
-        let command_line = render(&command);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start qemu-system-aarch64 ({e}): is QEMU installed? `cargo xtask test` checks"))?;
-        let console = Arc::new(Console::default());
-        let stderr = Arc::new(Console::default());
-        let readers = vec![
-            pump(child.stdout.take(), console.clone()),
-            pump(child.stderr.take(), stderr.clone()),
-        ];
-        Ok(Session {
-            child,
-            console,
-            stderr,
-            readers,
-            started: Instant::now(),
-            command_line,
-            gdb_socket,
-        })
+        command.args(self.args(&files));
+        Session::start(command, gdb_socket)
+            .map_err(|e| format!("{e}: is QEMU installed? `cargo xtask test` checks"))
     }
 
     /// Has QEMU write the DTB it would generate for this machine to `out` (`dumpdtb=`).
@@ -477,6 +565,64 @@ pub struct Session {
 }
 
 impl Session {
+    /// Runs `command` (QEMU, or a program that runs QEMU, such as `cargo xtask run`) with
+    /// standard input closed and its standard output as the console.
+    pub fn run(command: Command) -> Result<Session, String> {
+        Session::start(command, None)
+    }
+
+    fn start(mut command: Command, gdb_socket: Option<PathBuf>) -> Result<Session, String> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut command);
+        let command_line = render(&command);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start `{command_line}`: {e}"))?;
+        let console = Arc::new(Console::default());
+        let stderr = Arc::new(Console::default());
+        let readers = vec![
+            pump(child.stdout.take(), console.clone()),
+            pump(child.stderr.take(), stderr.clone()),
+        ];
+        Ok(Session {
+            child,
+            console,
+            stderr,
+            readers,
+            started: Instant::now(),
+            command_line,
+            gdb_socket,
+        })
+    }
+
+    /// Waits until `needle` has appeared `count` times on the console (a line each boot
+    /// prints, for a VM that restarts), with the same failure rules as [`Session::wait_for`].
+    pub fn wait_for_count(
+        &self,
+        needle: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.wait_for(needle, deadline.saturating_duration_since(Instant::now()))?;
+            let seen = self.output().matches(needle).count();
+            if seen >= count {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failure(&format!(
+                    "timed out waiting for {needle:?} to appear {count} times (seen {seen})"
+                )));
+            }
+            // Poll: the console grows a line at a time.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until the console output contains `needle`. It fails on timeout, when QEMU
     /// exits first, or when the hypervisor printed a complete [`STOP_MARKERS`] line without
     /// `needle`; the error quotes the end of the console and QEMU's own messages.
@@ -513,6 +659,53 @@ impl Session {
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+    }
+
+    /// Waits until the console output contains one of `needles` and returns its index,
+    /// with the same failure rules as [`Session::wait_for`]: e.g. a guest's first line or
+    /// the hypervisor's refusal to start it, whichever comes first.
+    pub fn wait_for_any(&self, needles: &[&str], timeout: Duration) -> Result<usize, String> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.console.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let text = String::from_utf8_lossy(&state.bytes).replace('\r', "");
+            if let Some(i) = needles.iter().position(|n| text.contains(n)) {
+                return Ok(i);
+            }
+            // A stop marker ends the wait unless one of the needles is part of it.
+            let stopped = needles
+                .iter()
+                .map(|n| stop_line(&text, n))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|lines| lines.first().copied());
+            let now = Instant::now();
+            if state.closed || now >= deadline || stopped.is_some() {
+                drop(state);
+                let why = match stopped {
+                    Some(line) => format!("the hypervisor stopped ({line:?})"),
+                    None if now >= deadline => "timed out".to_string(),
+                    None => "QEMU closed its console (it exited)".to_string(),
+                };
+                return Err(self.failure(&format!("{why} waiting for one of {needles:?}")));
+            }
+            state = self
+                .console
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits for the VM `label` to start (its first console line, `[label] `), failing at
+    /// once if the hypervisor says it was not started.
+    pub fn wait_for_vm_start(&self, label: &str, timeout: Duration) -> Result<(), String> {
+        let started = format!("[{label}] ");
+        let refused = format!("vm {label}: not started");
+        match self.wait_for_any(&[&started, &refused], timeout)? {
+            0 => Ok(()),
+            _ => Err(self.failure(&format!("the hypervisor did not start vm {label}"))),
         }
     }
 
@@ -631,6 +824,50 @@ pub fn tail(text: &str, n: usize) -> String {
     }
     out.push_str(&lines[skip..].join("\n"));
     out
+}
+
+/// The number of the last `secure: heartbeat N` line the secure guest printed in `output`.
+pub fn last_heartbeat(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .rev()
+        .filter_map(|l| l.split("secure: heartbeat ").nth(1))
+        .find_map(|n| n.trim().parse().ok())
+}
+
+/// A shipped VM layout, `configs/<name>.dtsi` (e.g. `virt`: Linux with its virtio disk and
+/// network beside the secure guest).
+pub fn shipped_config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("configs")
+        .join(format!("{name}.dtsi"))
+}
+
+/// DTS source that sets `bootargs` of `/hypervisor/<vm>` (to merge after a config).
+pub fn vm_bootargs(vm: &str, bootargs: &str) -> String {
+    let quoted = bootargs.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\n/ {{\n    hypervisor {{\n        {vm} {{\n            bootargs = \"{quoted}\";\n        }};\n    }};\n}};\n")
+}
+
+/// Child node names of `node` in a DTB (`fdtget -l`).
+fn fdt_children(dtb: &Path, node: &str) -> Result<Vec<String>, String> {
+    let mut command = Command::new("fdtget");
+    command.arg("-l").arg(dtb).arg(node);
+    Ok(run_tool(&mut command)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// A string property of a DTB node, or `None` when it has none.
+fn fdt_string(dtb: &Path, node: &str, prop: &str) -> Option<String> {
+    let mut command = Command::new("fdtget");
+    command.arg("-ts").arg(dtb).arg(node).arg(prop);
+    run_tool(&mut command)
+        .ok()
+        .map(|v| v.trim_end_matches('\n').to_string())
 }
 
 /// A fresh, empty directory for one test's files.
@@ -798,6 +1035,64 @@ mod tests {
         );
         let el1 = Qemu::virt().el1().args(&files()).join(" ");
         assert!(el1.contains("-M virt,virtualization=off,gic-version=3"));
+    }
+
+    #[test]
+    fn devices_initrd_and_bootargs() {
+        let q = Qemu::virt()
+            .el1()
+            .kernel("/t/Image")
+            .initrd("/t/initrd")
+            .virtio_devices(Path::new("/t/disk.img"))
+            .args(&files())
+            .join(" ");
+        assert!(
+            q.ends_with(
+                "-kernel /t/hyp.bin -initrd /t/initrd \
+                 -drive file=/t/disk.img,format=raw,if=none,id=disk0,snapshot=on \
+                 -device virtio-blk-device,drive=disk0 -netdev user,id=net0 \
+                 -device virtio-net-device,netdev=net0"
+            ),
+            "{q}"
+        );
+        assert_eq!(
+            vm_bootargs("vm@0", r#"a "b""#),
+            "\n/ {\n    hypervisor {\n        vm@0 {\n            bootargs = \"a \\\"b\\\"\";\n        };\n    };\n};\n"
+        );
+        assert!(shipped_config("virt").is_file());
+        assert_eq!(
+            last_heartbeat(
+                "[secure] secure: heartbeat 3\n[linux] x\n[secure] secure: heartbeat 4\n"
+            ),
+            Some(4)
+        );
+    }
+
+    fn echo(text: &str) -> Session {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("printf '{text}'; exec sleep 10"));
+        Session::run(command).unwrap()
+    }
+
+    #[test]
+    fn a_vm_the_hypervisor_refuses_fails_the_wait_at_once() {
+        let started = Instant::now();
+        let refused = echo("[cpu0] vm linux: not started: cannot map it\\n");
+        let err = refused
+            .wait_for_vm_start("linux", Duration::from_secs(8))
+            .unwrap_err();
+        assert!(err.contains("did not start vm linux"), "{err}");
+        let ok = echo("[cpu0] banner\\n[linux] [    0.000000] Booting Linux\\n");
+        ok.wait_for_vm_start("linux", Duration::from_secs(8))
+            .unwrap();
+        let fatal = echo("tandem: fatal: no GIC\\n");
+        let err = fatal
+            .wait_for_any(&["[linux] ", "[secure] "], Duration::from_secs(8))
+            .unwrap_err();
+        assert!(err.contains("the hypervisor stopped"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

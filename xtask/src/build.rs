@@ -1,7 +1,7 @@
 //! `cargo xtask build`: compiles the EL2 binary and writes `target/hyp.elf` and `target/hyp.bin`.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -70,8 +70,8 @@ pub fn build(args: &BuildArgs) -> Result<Artifacts> {
     Ok(Artifacts { elf, bin })
 }
 
-fn write(path: &PathBuf, bytes: &[u8]) -> Result<()> {
-    fs::write(path, bytes).map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    cmd::write_atomically(path, bytes)
 }
 
 /// Makes sure rustup has the standard library for [`TARGET`] in the pinned toolchain.

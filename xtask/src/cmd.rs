@@ -150,3 +150,21 @@ pub fn pretty(path: &Path) -> String {
         .display()
         .to_string()
 }
+
+/// Writes `bytes` to `path` unless it already holds exactly them. The new contents go to a
+/// temporary file first and are renamed over `path`, so a QEMU starting meanwhile (tests
+/// run in parallel) reads the old file or the new one, never half of one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.partial", std::process::id()));
+    let partial = path.with_file_name(name);
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            Error::new(format!("cannot write {}: {e}", path.display()))
+        })
+}

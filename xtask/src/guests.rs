@@ -115,5 +115,5 @@ pub fn build(release: bool) -> Result<Vec<PathBuf>> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    fs::write(path, bytes).map_err(|e| Error::new(format!("cannot write {}: {e}", path.display())))
+    cmd::write_atomically(path, bytes)
 }

@@ -1,37 +1,40 @@
 //! The rich OS's initramfs, `target/initramfs.cpio`: an uncompressed `newc` cpio archive
-//! holding Debian's static busybox (`busybox-static:arm64`), a `/init` shell script and the
-//! virtio/vsock kernel modules of Debian's arm64 kernel.
+//! holding Debian's static busybox (`busybox-static:arm64`), a `/init` shell script, a
+//! `udhcpc` hook, and the kernel modules of Debian's arm64 kernel that the virtio-mmio
+//! disk, network and vsock devices and the disk's ext4 need.
+//!
+//! The modules are named by what they are for ([`WANTED`]); what they need in turn comes
+//! from each module's own `.modinfo` (`depends=`, and the `softdep=` modules, found by name
+//! or alias), since Debian's package ships no `modules.dep`.
 //!
 //! The archive is written here (no host `cpio` needed), with every timestamp 0 so the same
 //! inputs give the same bytes. It is rewritten only when its inputs change: a stamp file
-//! beside it holds a hash of the busybox binary, the init script and the modules.
+//! beside it holds a hash of the busybox binary, the scripts and every module it carries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use object::elf::FileHeader64;
-use object::read::elf::{FileHeader, SectionHeader};
-use object::Endianness;
-
 use crate::cmd::{self, bail, Error, Result};
-use crate::debian;
+use crate::{debian, disk};
 
-/// The kernel modules later work needs, relative to `lib/modules/<release>/`. They are
-/// loaded in dependency order (from each module's `depends=`), whatever the order here.
-const MODULES: [&str; 8] = [
-    "kernel/drivers/virtio/virtio_mmio.ko",
-    "kernel/drivers/block/virtio_blk.ko",
-    "kernel/net/core/failover.ko",
-    "kernel/drivers/net/net_failover.ko",
-    "kernel/drivers/net/virtio_net.ko",
-    "kernel/net/vmw_vsock/vsock.ko",
-    "kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
-    "kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko",
+/// The kernel modules /init loads, by name: the virtio-mmio transport, the block, network
+/// and vsock drivers on it, and ext4 for the disk. Their dependencies are added from their
+/// `.modinfo`, and everything is loaded dependencies first.
+const WANTED: [&str; 5] = [
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_net",
+    "ext4",
+    "vmw_vsock_virtio_transport",
 ];
 
 /// Bumped when the archive layout changes, so old archives are rebuilt.
-const FORMAT: &str = "tandem-initramfs 1";
+const FORMAT: &str = "tandem-initramfs 2";
+
+/// Where Debian's busybox `udhcpc` looks for its hook by default.
+const UDHCPC_SCRIPT: &str = "etc/udhcpc/default.script";
 
 /// The archive, `target/initramfs.cpio`.
 pub fn output() -> PathBuf {
@@ -53,25 +56,17 @@ pub fn build() -> Result<PathBuf> {
     }
 
     let modules_dir = kernel.root.join("lib/modules").join(&kernel.release);
-    let mut modules = Vec::new();
-    for rel in MODULES {
-        let path = modules_dir.join(rel);
-        let data = read(&path)?;
-        let depends =
-            module_depends(&data).map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
-        modules.push(Module {
-            rel: rel.to_string(),
-            depends,
-            data,
-        });
-    }
+    let tree = ModuleTree::open(&modules_dir)?;
+    let modules = tree.resolve(&WANTED)?;
     let order = load_order(&modules)?;
     let script = init_script(&order);
+    let udhcpc = udhcpc_script();
 
     let mut stamp = Fnv::new();
     stamp.add(FORMAT.as_bytes());
     stamp.add(&busybox);
     stamp.add(script.as_bytes());
+    stamp.add(udhcpc.as_bytes());
     stamp.add(kernel.release.as_bytes());
     for m in &modules {
         stamp.add(m.rel.as_bytes());
@@ -96,17 +91,22 @@ pub fn build() -> Result<PathBuf> {
         "sys",
         "tmp",
         "run",
+        "mnt",
         "root",
         "etc",
+        "etc/udhcpc",
         "lib",
         "lib/modules",
     ] {
         cpio.dir(dir, 0o755);
     }
     cpio.char_device("dev/console", 0o600, 5, 1);
+    // /init's first line goes to the kernel log (for its timestamp) before /dev is mounted.
+    cpio.char_device("dev/kmsg", 0o644, 1, 11);
     cpio.file("bin/busybox", 0o755, &busybox);
     cpio.symlink("bin/sh", "busybox");
     cpio.file("init", 0o755, script.as_bytes());
+    cpio.file(UDHCPC_SCRIPT, 0o755, udhcpc.as_bytes());
     let release_dir = format!("lib/modules/{}", kernel.release);
     cpio.dir(&release_dir, 0o755);
     let mut made = BTreeSet::new();
@@ -122,29 +122,42 @@ pub fn build() -> Result<PathBuf> {
     }
     let bytes = cpio.finish();
 
-    let partial = out.with_extension("cpio.partial");
+    // A per-process name: two xtask runs may build at once; the rename is atomic.
+    let partial = out.with_extension(format!("cpio.{}.partial", std::process::id()));
     fs::write(&partial, &bytes)
         .map_err(|e| Error::new(format!("cannot write {}: {e}", partial.display())))?;
     fs::rename(&partial, &out)
         .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())))?;
     fs::write(&stamp_file, stamp)
         .map_err(|e| Error::new(format!("cannot write {}: {e}", stamp_file.display())))?;
+    let names: Vec<&str> = order.iter().map(|rel| module_name(rel)).collect();
     eprintln!(
-        "xtask: wrote {} ({} KiB: busybox, /init, {} modules for {})",
+        "xtask: wrote {} ({} KiB: busybox, /init, {} modules for {}: {})",
         cmd::pretty(&out),
         bytes.len() / 1024,
         modules.len(),
-        kernel.release
+        kernel.release,
+        names.join(" ")
     );
     Ok(out)
 }
 
 /// The `/init` script: busybox sh as PID 1. `modules` are paths under
 /// `/lib/modules/<release>/`, in load order.
+///
+/// Every boot loads the modules, mounts the virtio disk on /mnt and asks QEMU's user
+/// network for a DHCP lease on eth0. `tandem.test=` on the kernel command line, a comma
+/// list, then decides what follows: `checks` prints `tandem-check:` lines for the tests
+/// (CPUs, RAM, interrupt counts, the disk's file, the lease) and then powers off unless
+/// `reboot` is also given; `poweroff` and `reboot` end the boot that way. Without it, a
+/// shell.
 fn init_script(modules: &[String]) -> String {
+    let (known_file, _) = disk::KNOWN_FILE;
     let mut s = String::from(
         r#"#!/bin/sh
 # Tandem's initramfs /init (generated by xtask/src/initramfs.rs): busybox sh as PID 1.
+# The kernel log gives this line a timestamp: the first user-space line, for boot times.
+echo "tandem-init: first user-space line" > /dev/kmsg
 /bin/busybox mount -t proc proc /proc
 /bin/busybox --install -s
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
@@ -155,14 +168,37 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
-echo "tandem-init: user space up on $(nproc) CPUs"
+mount -t tmpfs tmpfs /run
+echo "tandem-init: user space up on $(nproc) CPUs, uptime $(cut -d ' ' -f 1 /proc/uptime) s"
 echo "tandem-init: kernel $(uname -r)"
 echo "tandem-init: $(grep MemTotal /proc/meminfo)"
+
+# tandem.test=<list>: checks, poweroff, reboot (see xtask/src/initramfs.rs).
+checks=
+finish=
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+    tandem.test=*)
+        for t in $(echo "${word#tandem.test=}" | tr , ' '); do
+            case "$t" in
+            checks) checks=1 ;;
+            poweroff | reboot) finish=$t ;;
+            *) echo "tandem-init: tandem.test: unknown '$t' (known: checks, poweroff, reboot)" ;;
+            esac
+        done
+        ;;
+    esac
+done
+if [ -n "$checks" ] && [ -z "$finish" ]; then
+    finish=poweroff
+fi
+
 "#,
     );
     s.push_str("MODULES=\"");
     s.push_str(&modules.join(" "));
     s.push_str("\"\n");
+    s.push_str(&format!("KNOWN_FILE={known_file}\n"));
     s.push_str(
         r#"dir=/lib/modules/$(uname -r)
 if [ -d "$dir" ]; then
@@ -178,12 +214,98 @@ if [ -d "$dir" ]; then
 else
     echo "tandem-init: no modules for kernel $(uname -r) in this initramfs"
 fi
-case " $(cat /proc/cmdline) " in
-*" tandem.test=poweroff "*)
+
+# Which virtio device sits on which transport (a virtio_mmio node of the DT).
+for d in /sys/bus/virtio/devices/*; do
+    [ -e "$d" ] || continue
+    id=$(cat "$d/device")
+    case "$id" in
+    0x0001) kind=network ;;
+    0x0002) kind=block ;;
+    0x0013) kind=vsock ;;
+    *) kind="type $id" ;;
+    esac
+    echo "tandem-init: ${d##*/}: $kind device on $(basename "$(dirname "$(readlink -f "$d")")")"
+done
+
+# The first virtio disk (virtio_blk has probed by now: insmod returns after the probe).
+disk=
+for d in /sys/block/vd*; do
+    if [ -e "$d" ]; then
+        disk=/dev/${d##*/}
+        break
+    fi
+done
+if [ -z "$disk" ]; then
+    echo "tandem-init: no virtio disk"
+elif mount -t ext4 "$disk" /mnt; then
+    echo "tandem-init: $disk mounted on /mnt"
+else
+    echo "tandem-init: $disk: cannot mount it as ext4"
+fi
+
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+    # The hook (/etc/udhcpc/default.script) configures eth0 and prints the lease.
+    # busybox udhcpc can retry for ever on a link that is down: bound it.
+    ip link set eth0 up
+    timeout 15 udhcpc -i eth0 -f -q -n -t 5 -T 1 -s /etc/udhcpc/default.script || echo "tandem-init: eth0: no DHCP lease"
+else
+    echo "tandem-init: no network device"
+fi
+
+irqs() {
+    awk -v n="$(nproc)" -v pat="$1" '
+        $0 ~ pat { for (i = 2; i <= n + 1; i++) s += $i }
+        END { print s + 0 }' /proc/interrupts
+}
+rising() {
+    if [ "$2" -gt "$1" ]; then echo rising; else echo "NOT rising"; fi
+}
+if [ -n "$checks" ]; then
+    echo "tandem-check: nproc $(nproc)"
+    grep ': System RAM$' /proc/iomem | while read -r range rest; do
+        echo "tandem-check: ram $range"
+    done
+    timer0=$(irqs 'arch_timer$')
+    ipi0=$(irqs '^ *IPI[0-9]+:')
+    # A task on every CPU in turn: waking and migrating it takes IPIs.
+    cpu=0
+    while [ "$cpu" -lt "$(nproc)" ]; do
+        taskset -c "$cpu" true
+        cpu=$((cpu + 1))
+    done
+    sleep 1
+    timer1=$(irqs 'arch_timer$')
+    ipi1=$(irqs '^ *IPI[0-9]+:')
+    echo "tandem-check: timer interrupts $timer0 -> $timer1 $(rising "$timer0" "$timer1")"
+    echo "tandem-check: IPIs $ipi0 -> $ipi1 $(rising "$ipi0" "$ipi1")"
+    if [ -r "/mnt/$KNOWN_FILE" ]; then
+        echo "tandem-check: disk $KNOWN_FILE: $(cat "/mnt/$KNOWN_FILE")"
+    else
+        echo "tandem-check: disk $KNOWN_FILE: unreadable"
+    fi
+    if [ -r /run/eth0.lease ]; then
+        echo "tandem-check: lease eth0 $(cat /run/eth0.lease)"
+    else
+        echo "tandem-check: lease eth0 none"
+    fi
+    echo "tandem-check: done"
+fi
+
+case "$finish" in
+poweroff)
     echo "tandem-init: powering off"
+    umount /mnt 2>/dev/null
     poweroff -f
     ;;
+reboot)
+    echo "tandem-init: rebooting"
+    umount /mnt 2>/dev/null
+    reboot -f
+    ;;
 esac
+echo "tandem-init: the disk is on /mnt; 'poweroff -f' stops this VM, 'reboot -f' restarts it"
 # PID 1 must never exit: start another shell when one ends.
 while :; do
     setsid cttyhack sh
@@ -195,47 +317,284 @@ done
     s
 }
 
+/// busybox `udhcpc`'s hook: configures the interface from the lease and says what it got.
+fn udhcpc_script() -> String {
+    r#"#!/bin/sh
+# udhcpc hook (generated by xtask/src/initramfs.rs): $1 is the event, the lease is in $ip,
+# $mask (prefix length), $router and $dns.
+case "$1" in
+deconfig)
+    ip addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+bound | renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface"
+    gateway=${router%% *}
+    if [ -n "$gateway" ]; then
+        ip route add default via "$gateway" dev "$interface"
+    fi
+    : > /etc/resolv.conf
+    for server in $dns; do
+        echo "nameserver $server" >> /etc/resolv.conf
+    done
+    echo "$ip/${mask:-24} router ${gateway:-none}" > "/run/$interface.lease"
+    echo "tandem-init: $interface leased $ip/${mask:-24}, router ${gateway:-none}, dns ${dns:-none}"
+    ;;
+esac
+exit 0
+"#
+    .to_string()
+}
+
+/// A kernel module to carry.
 struct Module {
     /// The path under `lib/modules/<release>/`.
     rel: String,
-    /// Module names from `depends=`.
+    /// Names of the modules that must be loaded before it: its `depends=` and the `pre:`
+    /// modules of its `softdep=`.
     depends: Vec<String>,
     data: Vec<u8>,
 }
 
-/// The module's name as `depends=` spells it: the file name without `.ko`.
+/// The module's name as `depends=` spells it: the file name without `.ko`, `-` as `_`.
 fn module_name(rel: &str) -> &str {
     let file = rel.rsplit('/').next().unwrap_or(rel);
     file.strip_suffix(".ko").unwrap_or(file)
 }
 
-/// The `depends=` list of a kernel module's `.modinfo` section.
-fn module_depends(ko: &[u8]) -> std::result::Result<Vec<String>, String> {
-    let header = FileHeader64::<Endianness>::parse(ko).map_err(|e| format!("not ELF64: {e}"))?;
-    let endian = header.endian().map_err(|e| e.to_string())?;
-    let sections = header.sections(endian, ko).map_err(|e| e.to_string())?;
-    let (_, modinfo) = sections
-        .section_by_name(endian, b".modinfo")
-        .ok_or("no .modinfo section: not a kernel module")?;
-    let data = modinfo.data(endian, ko).map_err(|e| e.to_string())?;
-    Ok(modinfo_depends(data))
+fn canonical(name: &str) -> String {
+    name.replace('-', "_")
 }
 
-fn modinfo_depends(modinfo: &[u8]) -> Vec<String> {
-    modinfo
-        .split(|&b| b == 0)
-        .filter_map(|entry| entry.strip_prefix(b"depends="))
-        .flat_map(|list| list.split(|&b| b == b','))
-        .filter(|d| !d.is_empty())
-        .map(|d| String::from_utf8_lossy(d).replace('-', "_"))
-        .collect()
+/// What a module's `.modinfo` says about other modules.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Modinfo {
+    /// `depends=`: modules whose symbols it uses.
+    depends: Vec<String>,
+    /// `softdep=` `pre:`: modules (or aliases) to load before it.
+    pre: Vec<String>,
+    /// `softdep=` `post:`: modules (or aliases) to load after it.
+    post: Vec<String>,
+    /// `alias=`: other names it answers to.
+    aliases: Vec<String>,
+}
+
+fn parse_modinfo(modinfo: &[u8]) -> Modinfo {
+    let mut info = Modinfo::default();
+    for entry in modinfo.split(|&b| b == 0) {
+        let entry = String::from_utf8_lossy(entry);
+        if let Some(list) = entry.strip_prefix("depends=") {
+            info.depends
+                .extend(list.split(',').filter(|d| !d.is_empty()).map(canonical));
+        } else if let Some(list) = entry.strip_prefix("softdep=") {
+            // "pre: a b post: c"
+            let mut into_pre = true;
+            for word in list.split_whitespace() {
+                match word {
+                    "pre:" => into_pre = true,
+                    "post:" => into_pre = false,
+                    name if into_pre => info.pre.push(name.to_string()),
+                    name => info.post.push(name.to_string()),
+                }
+            }
+        } else if let Some(alias) = entry.strip_prefix("alias=") {
+            info.aliases.push(alias.to_string());
+        }
+    }
+    info
+}
+
+/// The `.modinfo` section of the ELF kernel module at `path`, read without reading the
+/// whole file (the alias index reads every module of the kernel).
+fn read_modinfo(path: &Path) -> std::result::Result<Vec<u8>, String> {
+    let file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let at = |offset: u64, len: usize| -> std::result::Result<Vec<u8>, String> {
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| format!("{len} bytes at {offset:#x}: {e}"))?;
+        Ok(buf)
+    };
+    let ehdr = at(0, 64).unwrap_or_default();
+    if ehdr.len() < 64 || &ehdr[..4] != b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
+        return Err("not a little-endian ELF64 file: not an arm64 kernel module".into());
+    }
+    let u16_at = |b: &[u8], o: usize| u64::from(u16::from_le_bytes([b[o], b[o + 1]]));
+    let u32_at =
+        |b: &[u8], o: usize| u64::from(u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]));
+    let u64_at = |b: &[u8], o: usize| {
+        let mut v = [0; 8];
+        v.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(v)
+    };
+    let (shoff, shentsize, shnum, shstrndx) = (
+        u64_at(&ehdr, 0x28),
+        u16_at(&ehdr, 0x3a),
+        u16_at(&ehdr, 0x3c),
+        u16_at(&ehdr, 0x3e),
+    );
+    if shentsize < 64 || shstrndx >= shnum {
+        return Err("malformed section header table".into());
+    }
+    let table = at(shoff, (shentsize * shnum) as usize)?;
+    let section = |i: u64| {
+        let h = &table[(i * shentsize) as usize..];
+        (u32_at(h, 0), u64_at(h, 0x18), u64_at(h, 0x20)) // name, offset, size
+    };
+    let (_, names_at, names_len) = section(shstrndx);
+    let names = at(names_at, names_len as usize)?;
+    for i in 0..shnum {
+        let (name, offset, size) = section(i);
+        let name = names.get(name as usize..).unwrap_or_default();
+        if name.starts_with(b".modinfo\0") {
+            return at(offset, size as usize);
+        }
+    }
+    Err("no .modinfo section: not a kernel module".into())
+}
+
+/// The modules of one kernel release, `lib/modules/<release>/`.
+struct ModuleTree {
+    dir: PathBuf,
+    /// Module name (`_` for `-`) -> path under `dir`.
+    by_name: BTreeMap<String, String>,
+    /// Names of the modules built into the kernel (`modules.builtin`).
+    builtin: BTreeSet<String>,
+    /// Alias -> module names, read from every module when first needed.
+    aliases: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl ModuleTree {
+    fn open(dir: &Path) -> Result<ModuleTree> {
+        let mut by_name = BTreeMap::new();
+        let mut compressed = None;
+        let mut stack = vec![dir.join("kernel")];
+        while let Some(d) = stack.pop() {
+            let entries = fs::read_dir(&d)
+                .map_err(|e| Error::new(format!("cannot read {}: {e}", d.display())))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let file = entry.file_name().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if file.ends_with(".ko") {
+                    let rel = path
+                        .strip_prefix(dir)
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .into_owned();
+                    by_name.insert(canonical(module_name(&rel)), rel);
+                } else if [".ko.xz", ".ko.zst", ".ko.gz"]
+                    .iter()
+                    .any(|x| file.ends_with(x))
+                {
+                    compressed = Some(path);
+                }
+            }
+        }
+        if by_name.is_empty() {
+            match compressed {
+                Some(path) => bail!(
+                    "{}: the kernel's modules are compressed; the initramfs builder reads only plain .ko files",
+                    path.display()
+                ),
+                None => bail!("no kernel modules (*.ko) under {}", dir.display()),
+            }
+        }
+        let builtin = fs::read_to_string(dir.join("modules.builtin"))
+            .unwrap_or_default()
+            .lines()
+            .map(|rel| canonical(module_name(rel)))
+            .collect();
+        Ok(ModuleTree {
+            dir: dir.to_path_buf(),
+            by_name,
+            builtin,
+            aliases: None,
+        })
+    }
+
+    /// The module names that `name` (a module name or an alias) stands for: none when it
+    /// is built into the kernel.
+    fn lookup(&mut self, name: &str) -> Result<Option<Vec<String>>> {
+        let canon = canonical(name);
+        if self.by_name.contains_key(&canon) {
+            return Ok(Some(vec![canon]));
+        }
+        if self.builtin.contains(&canon) {
+            return Ok(Some(Vec::new()));
+        }
+        if self.aliases.is_none() {
+            let mut aliases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (module, rel) in &self.by_name {
+                let path = self.dir.join(rel);
+                let info = read_modinfo(&path)
+                    .map_err(|e| Error::new(format!("{}: {e}", path.display())))?;
+                for alias in parse_modinfo(&info).aliases {
+                    aliases.entry(alias).or_default().push(module.clone());
+                }
+            }
+            self.aliases = Some(aliases);
+        }
+        Ok(self.aliases.as_ref().and_then(|a| a.get(name)).cloned())
+    }
+
+    /// `wanted` and every module they need, each read once.
+    fn resolve(mut self, wanted: &[&str]) -> Result<Vec<Module>> {
+        let mut modules: BTreeMap<String, Module> = BTreeMap::new();
+        let mut queue: Vec<(String, String)> = wanted
+            .iter()
+            .map(|w| (w.to_string(), "the initramfs (WANTED)".to_string()))
+            .collect();
+        while let Some((name, needed_by)) = queue.pop() {
+            let canon = canonical(&name);
+            if modules.contains_key(&canon) {
+                continue;
+            }
+            let Some(rel) = self.by_name.get(&canon).cloned() else {
+                bail!(
+                    "kernel module {name} (needed by {needed_by}) is not in {}",
+                    self.dir.display()
+                );
+            };
+            let path = self.dir.join(&rel);
+            let data = read(&path)?;
+            let info = parse_modinfo(
+                &read_modinfo(&path).map_err(|e| Error::new(format!("{}: {e}", path.display())))?,
+            );
+            let mut depends = Vec::new();
+            for dep in &info.depends {
+                if !self.builtin.contains(dep) {
+                    depends.push(dep.clone());
+                    queue.push((dep.clone(), canon.clone()));
+                }
+            }
+            // Soft dependencies are optional: one the kernel does not have is skipped, as
+            // modprobe does.
+            for (soft, before) in info
+                .pre
+                .iter()
+                .map(|p| (p, true))
+                .chain(info.post.iter().map(|p| (p, false)))
+            {
+                for found in self.lookup(soft)?.unwrap_or_default() {
+                    if before {
+                        depends.push(found.clone());
+                    }
+                    queue.push((found, canon.clone()));
+                }
+            }
+            modules.insert(canon, Module { rel, depends, data });
+        }
+        Ok(modules.into_values().collect())
+    }
 }
 
 /// The modules' paths ordered so each comes after what it depends on (stable otherwise).
 fn load_order(modules: &[Module]) -> Result<Vec<String>> {
     let by_name: BTreeMap<String, &Module> = modules
         .iter()
-        .map(|m| (module_name(&m.rel).replace('-', "_"), m))
+        .map(|m| (canonical(module_name(&m.rel)), m))
         .collect();
     let mut order = Vec::new();
     let mut state: BTreeMap<&str, bool> = BTreeMap::new(); // false: visiting, true: done
@@ -254,7 +613,7 @@ fn load_order(modules: &[Module]) -> Result<Vec<String>> {
         for dep in &m.depends {
             let Some(d) = by_name.get(dep) else {
                 bail!(
-                    "kernel module {} depends on {dep}, which the initramfs does not include; add it to MODULES in xtask/src/initramfs.rs",
+                    "kernel module {} depends on {dep}, which the initramfs does not include",
                     m.rel
                 );
             };
@@ -347,14 +706,14 @@ impl Cpio {
 }
 
 /// 64-bit FNV-1a over length-prefixed pieces: enough to notice a changed input.
-struct Fnv(u64);
+pub struct Fnv(pub u64);
 
 impl Fnv {
-    fn new() -> Fnv {
+    pub fn new() -> Fnv {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
 
-    fn add(&mut self, data: &[u8]) {
+    pub fn add(&mut self, data: &[u8]) {
         for &b in (data.len() as u64).to_le_bytes().iter().chain(data) {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
@@ -429,13 +788,113 @@ mod tests {
     }
 
     #[test]
-    fn depends_from_modinfo() {
-        let info = b"license=GPL\0depends=vmw_vsock_virtio_transport_common,vsock\0name=x\0";
+    fn what_modinfo_says() {
+        let info = b"license=GPL\0depends=vmw_vsock_virtio_transport_common,vsock\0\
+                     softdep=pre: crypto-crc32c post: a-b\0alias=fs-ext4\0alias=ext3\0name=x\0";
         assert_eq!(
-            modinfo_depends(info),
-            ["vmw_vsock_virtio_transport_common", "vsock"]
+            parse_modinfo(info),
+            Modinfo {
+                depends: vec!["vmw_vsock_virtio_transport_common".into(), "vsock".into()],
+                pre: vec!["crypto-crc32c".into()],
+                post: vec!["a-b".into()],
+                aliases: vec!["fs-ext4".into(), "ext3".into()],
+            }
         );
-        assert!(modinfo_depends(b"depends=\0name=virtio_mmio\0").is_empty());
+        assert_eq!(
+            parse_modinfo(b"depends=\0name=virtio_mmio\0"),
+            Modinfo::default()
+        );
+    }
+
+    /// A minimal ELF64 kernel module: section headers for NULL, .shstrtab and .modinfo.
+    fn fake_ko(modinfo: &str) -> Vec<u8> {
+        let names = b"\0.shstrtab\0.modinfo\0";
+        let mut f = vec![0u8; 64];
+        f[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        let names_at = f.len() as u64;
+        f.extend_from_slice(names);
+        let info_at = f.len() as u64;
+        f.extend_from_slice(modinfo.as_bytes());
+        let shoff = f.len() as u64;
+        for (name, offset, size) in [
+            (0u32, 0u64, 0u64),
+            (1, names_at, names.len() as u64),
+            (11, info_at, modinfo.len() as u64),
+        ] {
+            let mut h = [0u8; 64];
+            h[..4].copy_from_slice(&name.to_le_bytes());
+            h[0x18..0x20].copy_from_slice(&offset.to_le_bytes());
+            h[0x20..0x28].copy_from_slice(&size.to_le_bytes());
+            f.extend_from_slice(&h);
+        }
+        f[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+        f[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        f[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        f[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn dependencies_from_the_modules_themselves() {
+        let dir = std::env::temp_dir().join(format!("xtask-modules-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let put = |rel: &str, modinfo: &str| {
+            let path = dir.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, fake_ko(modinfo)).unwrap();
+        };
+        put(
+            "kernel/fs/ext4/ext4.ko",
+            "depends=jbd2,crc16\0softdep=pre: crypto-crc32c\0",
+        );
+        put("kernel/fs/jbd2/jbd2.ko", "depends=\0");
+        put("kernel/lib/crc16.ko", "depends=\0");
+        put(
+            "kernel/crypto/crc32c_generic.ko",
+            "alias=crypto-crc32c\0alias=crc32c\0",
+        );
+        put(
+            "kernel/drivers/net/virtio_net.ko",
+            "depends=net_failover,virtio\0",
+        );
+        put(
+            "kernel/drivers/net/net_failover.ko",
+            "depends=failover\0softdep=pre: nothing-here\0",
+        );
+        put("kernel/net/core/failover.ko", "");
+        put("kernel/unrelated.ko", "alias=crc32c-other\0");
+        fs::write(
+            dir.join("modules.builtin"),
+            "kernel/drivers/virtio/virtio.ko\n",
+        )
+        .unwrap();
+
+        let tree = ModuleTree::open(&dir).unwrap();
+        let modules = tree.resolve(&["ext4", "virtio_net"]).unwrap();
+        let order = load_order(&modules).unwrap();
+        let names: Vec<&str> = order.iter().map(|r| module_name(r)).collect();
+        assert_eq!(
+            names,
+            [
+                "crc16",
+                "crc32c_generic",
+                "jbd2",
+                "ext4",
+                "failover",
+                "net_failover",
+                "virtio_net"
+            ]
+        );
+        let tree = ModuleTree::open(&dir).unwrap();
+        let err = tree.resolve(&["vsock"]).err().unwrap().to_string();
+        assert!(
+            err.contains("kernel module vsock (needed by the initramfs"),
+            "{err}"
+        );
+        assert!(read_modinfo(&dir.join("modules.builtin"))
+            .unwrap_err()
+            .contains("not a little-endian ELF64"));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     fn module(rel: &str, deps: &[&str]) -> Module {
@@ -482,7 +941,10 @@ mod tests {
         assert!(s.contains("mount -t devtmpfs devtmpfs /dev"));
         assert!(s.contains("tandem-init: user space up on $(nproc) CPUs"));
         assert!(s.contains("MODULES=\"kernel/x.ko kernel/y.ko\"\n"));
-        assert!(s.contains("tandem.test=poweroff"));
-        assert!(s.contains("poweroff -f"));
+        assert!(s.contains("tandem.test=*)"));
+        assert!(s.contains("poweroff -f") && s.contains("reboot -f"));
+        assert!(s.contains("KNOWN_FILE=tandem.txt\n"));
+        assert!(s.contains("tandem-check: done"));
+        assert!(udhcpc_script().contains("> \"/run/$interface.lease\""));
     }
 }

@@ -4,6 +4,7 @@ mod build;
 mod check_config;
 mod cmd;
 mod debian;
+mod disk;
 mod fuzz;
 mod guests;
 mod image;
@@ -38,7 +39,7 @@ enum Command {
     /// Build the libFuzzer targets in fuzz/ and run each for a bounded time.
     Fuzz(fuzz::FuzzArgs),
     /// Download (once) Debian's arm64 kernel and busybox into target/debian/, build
-    /// target/initramfs.cpio, and print their paths.
+    /// target/initramfs.cpio and target/disk.img, and print their paths.
     Fetch,
 }
 
@@ -67,5 +68,6 @@ fn fetch() -> cmd::Result<()> {
     println!("linux image: {}", kernel.image.display());
     println!("rpi4 dtb:    {}", kernel.rpi4_dtb().display());
     println!("initramfs:   {}", initramfs::build()?.display());
+    println!("disk:        {}", disk::build()?.display());
     Ok(())
 }

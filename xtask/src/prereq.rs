@@ -11,7 +11,7 @@ pub const UBOOT_BIN: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
 /// The oldest QEMU whose `virt` and `raspi4b` machines Tandem supports.
 const MIN_QEMU_MAJOR: u32 = 9;
 
-/// Makes sure QEMU (new enough), dtc and U-Boot are installed.
+/// Makes sure QEMU (new enough), dtc, U-Boot and mke2fs are installed.
 pub fn ensure() -> Result<()> {
     let missing = missing();
     if missing.is_empty() {
@@ -23,7 +23,7 @@ pub fn ensure() -> Result<()> {
             "missing host tools: {}.\nInstall them as root with:\n  sudo bash {}\n\
              (on Debian bookworm that is: add bookworm-backports, then\n  \
              apt-get install -t bookworm-backports qemu-system-arm\n  \
-             apt-get install device-tree-compiler u-boot-qemu gdb-multiarch)",
+             apt-get install device-tree-compiler u-boot-qemu gdb-multiarch e2fsprogs)",
             missing.join(", "),
             script.display()
         );
@@ -60,6 +60,9 @@ fn missing() -> Vec<String> {
     }
     if !Path::new(UBOOT_BIN).is_file() {
         missing.push(format!("{UBOOT_BIN} (Debian package u-boot-qemu)"));
+    }
+    if crate::disk::mke2fs().is_none() {
+        missing.push("mke2fs (Debian package e2fsprogs), for the rich OS's disk image".to_string());
     }
     missing
 }

@@ -9,8 +9,9 @@ use std::process::{Command, ExitCode};
 use clap::{Args, ValueEnum};
 
 use crate::build::{self, BuildArgs};
-use crate::cmd::{self, bail, Result};
-use crate::{debian, prereq};
+use crate::cmd::{self, bail, Error, Result};
+use crate::vmconfig::{self, RichOs, RichOsOptions};
+use crate::{debian, disk, prereq};
 
 /// Where QEMU's `virt` machine starts RAM.
 const VIRT_RAM_BASE: u64 = 0x4000_0000;
@@ -53,6 +54,33 @@ pub struct RunArgs {
     /// Boot the hypervisor with no VMs.
     #[arg(long, conflicts_with = "config")]
     pub bare: bool,
+    /// The rich OS's kernel instead of Debian's: an uncompressed arm64 Image or an AArch64
+    /// ELF. The rich-OS options change the config's VM labelled `linux` (or else the first
+    /// VM that boots `@linux`).
+    #[arg(long, value_name = "FILE", value_parser = vmconfig::parse_kernel, conflicts_with = "bare")]
+    pub kernel: Option<PathBuf>,
+    /// The rich OS's initrd instead of the busybox initramfs.
+    #[arg(long, value_name = "FILE", value_parser = vmconfig::parse_initrd, conflicts_with = "bare")]
+    pub initrd: Option<PathBuf>,
+    /// The rich OS's own guest DTB (a multiboot,device-tree module, which the hypervisor
+    /// checks) instead of the one the hypervisor generates.
+    #[arg(long, value_name = "FILE", value_parser = vmconfig::parse_dtb, conflicts_with = "bare")]
+    pub dtb: Option<PathBuf>,
+    /// The rich OS's kernel command line, replacing the config's `bootargs`, e.g.
+    /// "console=ttyAMA0 earlycon tandem.test=checks".
+    #[arg(
+        long,
+        value_name = "STRING",
+        value_parser = vmconfig::parse_bootargs,
+        allow_hyphen_values = true,
+        conflicts_with = "bare"
+    )]
+    pub bootargs: Option<String>,
+    /// Boot the rich OS straight on QEMU, without the hypervisor: its kernel, initrd, DTB,
+    /// bootargs and devices, on as many CPUs and as much memory as its VM has (virt, at
+    /// EL1, as under the hypervisor). For comparisons.
+    #[arg(long, conflicts_with_all = ["bare", "append"])]
+    pub native: bool,
     /// Extra arguments passed to QEMU as they are (after `--`).
     #[arg(last = true, value_name = "QEMU_ARGS")]
     pub qemu_args: Vec<String>,
@@ -142,6 +170,12 @@ pub struct Machine {
 impl Machine {
     /// Applies the defaults and refuses combinations a board cannot do.
     pub fn from_args(args: &RunArgs) -> Result<Machine> {
+        if args.native && args.board != Board::Virt {
+            bail!("--native boots the rich OS on --board virt only (Linux on raspi4b needs the hypervisor's generated DT)");
+        }
+        if args.native && args.firmware != Firmware::Direct {
+            bail!("--native boots the rich OS with QEMU's own loader; leave out --firmware uboot");
+        }
         match args.board {
             Board::Virt => Ok(Machine {
                 board: Board::Virt,
@@ -192,6 +226,35 @@ pub struct Inputs<'a> {
     pub bin: &'a Path,
     /// Required for raspi4b.
     pub dtb: Option<&'a Path>,
+    /// The rich OS's disk image: with it, the machine gets a virtio-blk disk and a
+    /// virtio-net device on QEMU's user network (virt only).
+    pub disk: Option<&'a Path>,
+    /// Boot this VM's images straight on QEMU instead of the hypervisor (`--native`).
+    pub native: Option<&'a RichOs>,
+}
+
+/// The QEMU arguments of the rich OS's devices. QEMU's virt machine hands virtio-mmio
+/// transports out from the highest down: the disk, created first, is
+/// /virtio_mmio@a003e00 (SPI 47), the network device /virtio_mmio@a003c00 (SPI 46), as
+/// configs/virt.dtsi assigns them. Writes to the disk go to a temporary overlay
+/// (`snapshot=on`), so every boot starts from the same image.
+pub fn device_args(disk: &Path) -> Vec<String> {
+    [
+        "-drive",
+        &format!(
+            "file={},format=raw,if=none,id=disk0,snapshot=on",
+            disk.display()
+        ),
+        "-device",
+        "virtio-blk-device,drive=disk0",
+        "-netdev",
+        "user,id=net0",
+        "-device",
+        "virtio-net-device,netdev=net0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// Builds the QEMU argument list (without the program name).
@@ -204,8 +267,36 @@ pub fn qemu_args(
     let console = if interactive { "mon:stdio" } else { "stdio" };
     let mut q: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| q.extend(items.iter().map(|s| s.to_string()));
-    match machine.board {
-        Board::Virt => {
+    match (machine.board, inputs.native) {
+        (Board::Virt, Some(vm)) => {
+            let gic = match machine.gic {
+                Gic::V2 => 2,
+                Gic::V3 => 3,
+            };
+            let Some(kernel) = &vm.kernel else {
+                bail!(
+                    "--native: {} ({}) has no kernel module with xtask,file: nothing to boot",
+                    vm.node,
+                    vm.label
+                );
+            };
+            // At EL1, as the VM runs under the hypervisor.
+            push(&["-M", &format!("virt,gic-version={gic}")]);
+            push(&["-cpu", "max", "-smp", &vm.cpus.to_string()]);
+            push(&["-m", &format!("{}M", vm.memory >> 20)]);
+            push(&["-serial", console]);
+            push(&["-kernel", &kernel.to_string_lossy()]);
+            if let Some(initrd) = &vm.initrd {
+                push(&["-initrd", &initrd.to_string_lossy()]);
+            }
+            if let Some(dtb) = &vm.dtb {
+                push(&["-dtb", &dtb.to_string_lossy()]);
+            }
+            if let Some(bootargs) = &vm.bootargs {
+                push(&["-append", bootargs]);
+            }
+        }
+        (Board::Virt, None) => {
             let gic = match machine.gic {
                 Gic::V2 => 2,
                 Gic::V3 => 3,
@@ -221,7 +312,8 @@ pub fn qemu_args(
             }
             push(&["-serial", console]);
         }
-        Board::Raspi4b => {
+        (Board::Raspi4b, Some(_)) => bail!("--native boots on --board virt only"),
+        (Board::Raspi4b, None) => {
             let Some(dtb) = inputs.dtb else {
                 bail!("raspi4b needs Debian's bcm2711-rpi-4-b.dtb");
             };
@@ -231,7 +323,10 @@ pub fn qemu_args(
             push(&["-serial", "null", "-serial", console]);
         }
     }
-    push(&["-kernel", &inputs.bin.to_string_lossy(), "-display", "none"]);
+    if inputs.native.is_none() {
+        push(&["-kernel", &inputs.bin.to_string_lossy()]);
+    }
+    push(&["-display", "none"]);
     if interactive {
         // QEMU's console escape moves from Ctrl-A to Ctrl-], so that Ctrl-A reaches the
         // hypervisor, where pressing it three times moves the input to the next VM.
@@ -248,6 +343,9 @@ pub fn qemu_args(
     if args.gdb {
         push(&["-s", "-S"]);
     }
+    if let (Board::Virt, Some(disk)) = (machine.board, inputs.disk) {
+        q.extend(device_args(disk));
+    }
     q.extend(args.qemu_args.iter().cloned());
     Ok(q)
 }
@@ -256,24 +354,66 @@ pub fn qemu_args(
 /// four CPUs and need 2 GiB on virt, so other machines boot without VMs (and say so).
 fn default_config(machine: &Machine) -> Option<PathBuf> {
     let file = match machine.board {
-        Board::Virt
-            if machine.cpus == 4
-                && machine.mem.0 >= 2048
-                && machine.firmware == Firmware::Direct =>
-        {
-            "configs/virt.dtsi"
-        }
+        Board::Virt if machine.cpus == 4 && machine.mem.0 >= 2048 => "configs/virt.dtsi",
         Board::Raspi4b => "configs/raspi4b.dtsi",
         Board::Virt => {
             eprintln!(
-                "xtask: no shipped VM layout for this machine (configs/virt.dtsi needs --cpus 4, \
-                 --mem 2G or more and --firmware direct): booting the hypervisor without VMs; \
-                 pass --config FILE.dtsi for your own"
+                "xtask: no shipped VM layout for this machine (configs/virt.dtsi needs --cpus 4 \
+                 and --mem 2G or more): booting the hypervisor without VMs; pass --config \
+                 FILE.dtsi for your own"
             );
             return None;
         }
     };
     Some(cmd::root().join(file))
+}
+
+/// The files of one `cargo xtask run`, `target/run/<pid>/`: removed when the run ends,
+/// unless it failed before QEMU started (then they show what went wrong).
+struct RunDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl RunDir {
+    fn create() -> Result<RunDir> {
+        let parent = cmd::target_dir().join("run");
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| Error::new(format!("cannot create {}: {e}", parent.display())))?;
+        // What runs that are gone left behind (and files of older xtasks, which wrote
+        // into target/run/ itself).
+        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                let _ = std::fs::remove_file(entry.path());
+            } else if name.parse::<i32>().is_ok_and(|pid| !process_alive(pid)) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let path = parent.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .map_err(|e| Error::new(format!("cannot create {}: {e}", path.display())))?;
+        Ok(RunDir { path, keep: false })
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Whether a process with this id exists.
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists; it sends nothing.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// The gdb command that attaches to `-s -S` with symbols at the load address.
@@ -295,27 +435,64 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         (None, true) => None,
         (None, false) => default_config(&machine),
     };
+    let options = RichOsOptions {
+        kernel: args.kernel.clone(),
+        initrd: args.initrd.clone(),
+        dtb: args.dtb.clone(),
+        bootargs: args.bootargs.clone(),
+    };
+    if config.is_none() && (options.any() || args.native) {
+        bail!(
+            "--native, --kernel, --initrd, --dtb and --bootargs apply to the rich-OS VM of a \
+             config, and this machine has none: pass --config FILE.dtsi"
+        );
+    }
+    let mut work = RunDir::create()?;
     let composed = match &config {
-        Some(config) => Some(crate::vmconfig::compose(&machine, config)?),
+        Some(config) => match vmconfig::compose(&machine, config, &options, &work.path) {
+            Ok(composed) => Some(composed),
+            Err(e) => {
+                work.keep = true;
+                return Err(e);
+            }
+        },
         None => None,
+    };
+    let native = match (args.native, &composed) {
+        (true, Some(c)) => Some(c.rich_os.as_ref().ok_or_else(|| {
+            Error::new(
+                "--native boots the rich-OS VM, and the config has none (no VM labelled \"linux\" \
+                 and none boots xtask,file = \"@linux\")",
+            )
+        })?),
+        _ => None,
     };
     let dtb: Option<PathBuf> = match (&composed, machine.board) {
         (Some(c), _) => Some(c.dtb.clone()),
         (None, Board::Raspi4b) => Some(debian::kernel()?.rpi4_dtb()),
         (None, Board::Virt) => None,
     };
+    // The rich OS's devices come with a config on virt (raspi4b has no virtio-mmio).
+    let disk = match (&composed, machine.board) {
+        (Some(_), Board::Virt) => Some(disk::build()?),
+        _ => None,
+    };
     let inputs = Inputs {
         bin: &artifacts.bin,
         dtb: dtb.as_deref(),
+        disk: disk.as_deref(),
+        native,
     };
     let interactive = std::io::stdin().is_terminal();
     let mut qemu = Command::new("qemu-system-aarch64");
     qemu.args(qemu_args(&machine, args, &inputs, interactive)?);
-    for (file, addr) in composed.iter().flat_map(|c| &c.modules) {
-        qemu.args([
-            "-device",
-            &format!("loader,file={},addr={addr:#x},force-raw=on", file.display()),
-        ]);
+    if native.is_none() {
+        for (file, addr) in composed.iter().flat_map(|c| &c.modules) {
+            qemu.args([
+                "-device",
+                &format!("loader,file={},addr={addr:#x},force-raw=on", file.display()),
+            ]);
+        }
     }
     die_with_parent(&mut qemu);
 
@@ -326,7 +503,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
              Ctrl-] X quits QEMU, Ctrl-] C switches to its monitor"
         );
     }
-    if args.gdb {
+    if args.gdb && native.is_some() {
+        eprintln!("xtask: QEMU waits for gdb on localhost:1234 (no hypervisor: the rich OS's kernel runs alone)");
+    } else if args.gdb {
         eprintln!(
             "xtask: QEMU waits for gdb; in another terminal run:\n  {}",
             gdb_command(&artifacts.elf, machine.load_address())
@@ -385,25 +564,138 @@ mod tests {
         let inputs = Inputs {
             bin: Path::new("/t/hyp.bin"),
             dtb: (machine.board == Board::Raspi4b).then_some(Path::new("/t/rpi4.dtb")),
+            disk: None,
+            native: None,
         };
         qemu_args(&machine, &args, &inputs, interactive).unwrap()
     }
 
     #[test]
-    fn virt_with_a_composed_dtb() {
-        let args = parse(&[]).unwrap();
+    fn virt_with_a_composed_dtb_and_the_devices() {
+        let args = parse(&["--", "-d", "guest_errors"]).unwrap();
         let machine = Machine::from_args(&args).unwrap();
         let inputs = Inputs {
             bin: Path::new("/t/hyp.bin"),
             dtb: Some(Path::new("/t/board+config.dtb")),
+            disk: Some(Path::new("/t/disk.img")),
+            native: None,
         };
         let q = qemu_args(&machine, &args, &inputs, false)
             .unwrap()
             .join(" ");
         assert!(
-            q.contains("-m 2G -dtb /t/board+config.dtb -serial stdio"),
+            q.contains("-m 2G -dtb /t/board+config.dtb -serial stdio -kernel /t/hyp.bin"),
             "{q}"
         );
+        // The disk first: it gets the highest transport, /virtio_mmio@a003e00.
+        assert!(
+            q.ends_with(
+                " -drive file=/t/disk.img,format=raw,if=none,id=disk0,snapshot=on \
+                 -device virtio-blk-device,drive=disk0 -netdev user,id=net0 \
+                 -device virtio-net-device,netdev=net0 -d guest_errors"
+            ),
+            "{q}"
+        );
+    }
+
+    fn rich_os() -> RichOs {
+        RichOs {
+            node: "/hypervisor/vm@0".into(),
+            label: "linux".into(),
+            cpus: 3,
+            memory: 1 << 30,
+            kernel: Some("/u/Image".into()),
+            initrd: Some("/u/initrd".into()),
+            dtb: None,
+            bootargs: Some("console=ttyAMA0 tandem.test=checks".into()),
+        }
+    }
+
+    #[test]
+    fn native_boots_the_vm_images_on_its_cpus_and_memory() {
+        let args = parse(&["--native", "--gic", "2", "--icount"]).unwrap();
+        let machine = Machine::from_args(&args).unwrap();
+        let vm = rich_os();
+        let inputs = Inputs {
+            bin: Path::new("/t/hyp.bin"),
+            dtb: Some(Path::new("/t/board+config.dtb")),
+            disk: Some(Path::new("/t/disk.img")),
+            native: Some(&vm),
+        };
+        let q = qemu_args(&machine, &args, &inputs, false).unwrap();
+        let text = q.join(" ");
+        assert!(
+            text.starts_with(
+                "-M virt,gic-version=2 -cpu max -smp 3 -m 1024M -serial stdio -kernel /u/Image \
+                 -initrd /u/initrd -append"
+            ),
+            "{text}"
+        );
+        let append = q.iter().position(|a| a == "-append").unwrap();
+        assert_eq!(q[append + 1], "console=ttyAMA0 tandem.test=checks");
+        assert!(
+            !text.contains("hyp.bin") && !text.contains("board+config"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-icount shift=0,align=off,sleep=off"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-device virtio-blk-device,drive=disk0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rich_os_options_parse_and_conflict() {
+        let dir = std::env::temp_dir().join(format!("xtask-run-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("Image");
+        let mut bytes = vec![0u8; 128];
+        bytes[56..60].copy_from_slice(b"ARM\x64");
+        std::fs::write(&image, &bytes).unwrap();
+        let initrd = dir.join("initrd.cpio");
+        std::fs::write(&initrd, b"070701").unwrap();
+        let (image_arg, initrd_arg) = (image.to_string_lossy(), initrd.to_string_lossy());
+        let args = parse(&[
+            "--kernel",
+            &image_arg,
+            "--initrd",
+            &initrd_arg,
+            "--bootargs",
+            "-- console=ttyAMA0",
+        ])
+        .unwrap();
+        assert_eq!(args.kernel.as_deref(), Some(image.as_path()));
+        assert_eq!(args.initrd.as_deref(), Some(initrd.as_path()));
+        assert_eq!(args.bootargs.as_deref(), Some("-- console=ttyAMA0"));
+        let err = parse(&["--kernel", &initrd_arg]).unwrap_err();
+        assert!(err.contains("arm64 Image"), "{err}");
+        let err = parse(&["--dtb", &initrd_arg]).unwrap_err();
+        assert!(err.contains("not a device tree blob"), "{err}");
+        assert!(parse(&["--bare", "--kernel", &image_arg]).is_err());
+        assert!(parse(&["--native", "--bare"]).is_err());
+        assert!(parse(&["--native", "--append", "x"]).is_err());
+        for bad in [
+            &["--native", "--board", "raspi4b"][..],
+            &["--native", "--firmware", "uboot"],
+        ] {
+            let err = Machine::from_args(&parse(bad).unwrap()).unwrap_err();
+            assert!(err.to_string().contains("--native"), "{err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn uboot_gets_the_shipped_layout_too() {
+        let m = |argv: &[&str]| Machine::from_args(&parse(argv).unwrap()).unwrap();
+        let virt = default_config(&m(&["--firmware", "uboot"])).unwrap();
+        assert!(virt.ends_with("configs/virt.dtsi"));
+        assert!(default_config(&m(&["--cpus", "2"])).is_none());
+        assert!(default_config(&m(&["--board", "raspi4b"]))
+            .unwrap()
+            .ends_with("configs/raspi4b.dtsi"));
     }
 
     #[test]

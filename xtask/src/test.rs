@@ -4,8 +4,10 @@
 //! `TANDEM_HYP_BIN` (the flat Image), `TANDEM_HYP_ELF` (its ELF), `TANDEM_RPI4_DTB`
 //! (Debian's bcm2711-rpi-4-b.dtb) and `TANDEM_UBOOT_BIN` (Debian's U-Boot for virt); also
 //! `TANDEM_LINUX_IMAGE` (Debian's arm64 kernel `Image`, for tests that boot Linux),
-//! `TANDEM_INITRAMFS` (its busybox initramfs, `target/initramfs.cpio`) and
-//! `TANDEM_GUESTS_DIR` (the test guests' Images, `<name>.bin`, built by `cargo xtask build`).
+//! `TANDEM_INITRAMFS` (its busybox initramfs, `target/initramfs.cpio`), `TANDEM_DISK` (its
+//! ext4 disk image, `target/disk.img`), `TANDEM_GUESTS_DIR` (the test guests' Images,
+//! `<name>.bin`, built by `cargo xtask build`) and `TANDEM_XTASK` (this xtask binary, for
+//! tests of `cargo xtask run` itself).
 //! The command ends with cargo test's own summary: nothing is printed after it.
 
 use std::path::Path;
@@ -65,6 +67,9 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
     let artifacts = build::build(&BuildArgs::default())?;
     let kernel = debian::kernel()?;
     let initramfs = crate::initramfs::build()?;
+    let disk = crate::disk::build()?;
+    let xtask = std::env::current_exe()
+        .map_err(|e| Error::new(format!("cannot find the xtask binary: {e}")))?;
 
     // 4. The QEMU integration tests. Their summary must be the last thing printed.
     step("QEMU integration tests");
@@ -85,7 +90,9 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         .env("TANDEM_UBOOT_BIN", absolute(Path::new(prereq::UBOOT_BIN))?)
         .env("TANDEM_LINUX_IMAGE", absolute(&kernel.image)?)
         .env("TANDEM_INITRAMFS", absolute(&initramfs)?)
-        .env("TANDEM_GUESTS_DIR", absolute(&crate::guests::output_dir())?);
+        .env("TANDEM_DISK", absolute(&disk)?)
+        .env("TANDEM_GUESTS_DIR", absolute(&crate::guests::output_dir())?)
+        .env("TANDEM_XTASK", absolute(&xtask)?);
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         // A failure message already quotes the console; a backtrace only buries it.
         qemu_tests.env("RUST_BACKTRACE", "0");
