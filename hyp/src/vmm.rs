@@ -33,7 +33,7 @@ use vgic::{
 };
 
 /// The SPI of each VM's virtual console in its DTB (no interrupt is delivered yet).
-const CONSOLE_SPI: u32 = 1;
+const CONSOLE_SPI: u32 = guest_dt::CONSOLE_SPI;
 /// Where a VM's DTB goes: this far below the end of its last memory bank.
 const DTB_ROOM: u64 = 2 << 20;
 

@@ -467,3 +467,67 @@ fn also_refused() {
         assert!(got.iter().any(|m| m == expected), "{what}: {got:#?}");
     }
 }
+
+/// `bootargs` must be one string: the guest DTB's `/chosen/bootargs` cannot hold a NUL, so a
+/// list used to pass the check and then stop the VM at boot (found by the `guest_dt` fuzz
+/// target). Trailing NULs are fine.
+#[test]
+fn bootargs_is_one_string() {
+    let (mut tree, reserve) = edit(&fixture("virt-gicv3-valid"));
+    tree.at("/hypervisor/vm@0")
+        .set("bootargs", strs(&["console=ttyAMA0", "earlycon"]));
+    let report = check(&build(&tree, &reserve, false), HYP_VIRT);
+    assert_eq!(
+        report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["/hypervisor/vm@0: bootargs: is a list of 2 strings; the command line is one string; join them into one string, the arguments separated by spaces"]
+    );
+    tree.at("/hypervisor/vm@0")
+        .set("bootargs", b"console=ttyAMA0\0\0\0".to_vec());
+    let config = check(&build(&tree, &reserve, false), HYP_VIRT)
+        .config
+        .expect("trailing NULs are one string");
+    assert_eq!(config.vms[0].bootargs.as_deref(), Some("console=ttyAMA0"));
+}
+
+/// Every VM's virtual console is on SPI 1 (`guest_dt::CONSOLE_SPI`): a doorbell or an
+/// assigned device there used to pass the check and then stop the VM at boot, as its guest
+/// DTB could not be generated (found by the `guest_dt` fuzz target).
+#[test]
+fn console_spi_is_taken() {
+    let (mut tree, reserve) = edit(&fixture("virt-gicv3-valid"));
+    tree.at("/hypervisor/shmem@0")
+        .set("doorbells", cells(&[100, guest_dt::CONSOLE_SPI]));
+    tree.at("/virtio_mmio@a003e00")
+        .set("interrupts", cells(&[0, guest_dt::CONSOLE_SPI, 1]));
+    let report = check(&build(&tree, &reserve, false), HYP_VIRT);
+    assert_eq!(
+        report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "/hypervisor/vm@0: devices: /virtio_mmio@a003e00 uses SPI 1, which is the VM's virtual console's; remove /virtio_mmio@a003e00 from vm@0's devices",
+            "/hypervisor/shmem@0: doorbells: SPI 1 is every VM's virtual console's; pick another SPI for the doorbell",
+        ]
+    );
+}
+
+/// A device sharing a 4 KiB page with the hypervisor's console (the Pi's `aux` block and its
+/// mini-UART) used to pass the check: stage 2 would have handed the VM the console's
+/// registers, and its guest DTB could not be generated (the virtual console sits in that
+/// page). Found by the `guest_dt` fuzz target.
+#[test]
+fn device_sharing_the_console_page() {
+    let (mut tree, reserve) = edit(&fixture("rpi4-valid"));
+    let aux = u32::from_be_bytes(
+        tree.at("/soc/aux@7e215000")
+            .props
+            .iter()
+            .find(|(n, _)| n == "phandle")
+            .map(|(_, v)| v[..4].try_into().unwrap())
+            .unwrap(),
+    );
+    tree.at("/hypervisor/vm@0").set("devices", cells(&[aux]));
+    let report = check(&build(&tree, &reserve, false), HYP_RPI4);
+    assert_eq!(
+        report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["/hypervisor/vm@0: devices: /soc/aux@7e215000 [0xfe215000, 0xfe215008) shares a 4 KiB page with the hypervisor's console /soc/serial@7e215040 [0xfe215040, 0xfe215080); stage 2 maps whole pages: remove /soc/aux@7e215000 from vm@0's devices"]
+    );
+}

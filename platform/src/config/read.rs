@@ -7,10 +7,12 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::text::{hex, range};
+use super::validate::pages;
 use super::{ConfigError, Device, Module, ModuleKind, OnCrash};
 use crate::blob::be32;
 use crate::board::{trim_nul, Irq, MemRange, Platform};
 use crate::cells::{read_cells, reg_entries, Bus};
+use crate::guest_dt::CONSOLE_SPI;
 use crate::parse::{find_gic, interrupts, Tree};
 
 /// Properties every node may carry whatever the binding.
@@ -352,13 +354,29 @@ impl Reader<'_, '_, '_> {
             cpus,
             memory,
             devices,
-            bootargs: tree
-                .prop(i, "bootargs")
-                .map(|v| String::from_utf8_lossy(trim_nul(v)).into_owned()),
+            bootargs: self.bootargs(i),
             on_crash,
             isolated: tree.prop(i, "tandem,isolated").is_some(),
             modules,
         }
+    }
+
+    /// `bootargs`: one string. The guest DTB's `/chosen/bootargs` is one string too, so a
+    /// list of several (a NUL inside) could never be written there; refusing it here keeps
+    /// a config check-config accepts from failing at boot.
+    fn bootargs(&mut self, i: usize) -> Option<String> {
+        let value = trim_nul(self.tree.prop(i, "bootargs")?);
+        let strings = value.split(|&b| b == 0).count();
+        if strings > 1 {
+            self.error(
+                i,
+                Some("bootargs"),
+                format!("is a list of {strings} strings; the command line is one string"),
+                "join them into one string, the arguments separated by spaces".to_owned(),
+            );
+            return None;
+        }
+        Some(String::from_utf8_lossy(value).into_owned())
     }
 
     fn label(&mut self, i: usize, short: &str) -> Option<String> {
@@ -581,7 +599,7 @@ impl Reader<'_, '_, '_> {
                 );
                 continue;
             }
-            let regs = match tree.regs(node) {
+            let regs: Vec<MemRange> = match tree.regs(node) {
                 Ok(Some(regs)) if regs.iter().any(|r| r.size != 0) => {
                     regs.into_iter().filter(|r| r.size != 0).collect()
                 }
@@ -606,6 +624,36 @@ impl Reader<'_, '_, '_> {
                     continue;
                 }
             };
+            // Stage 2 maps whole pages: a device sharing one with the hypervisor's console
+            // would hand the VM the console's registers, where its virtual console sits too.
+            let console = self.platform.console.as_ref().map(|c| {
+                let window = pages(MemRange {
+                    base: c.base,
+                    size: c.size.max(1),
+                });
+                (c, window)
+            });
+            let shared = console.and_then(|(c, window)| {
+                let r = regs.iter().find(|r| pages(**r).overlaps(&window))?;
+                Some((c, *r))
+            });
+            if let Some((c, r)) = shared {
+                self.error(
+                    i,
+                    Some("devices"),
+                    format!(
+                        "{path} {} shares a 4 KiB page with the hypervisor's console {} {}",
+                        range(r),
+                        c.node,
+                        range(MemRange {
+                            base: c.base,
+                            size: c.size
+                        })
+                    ),
+                    format!("stage 2 maps whole pages: remove {path} from {short}'s devices"),
+                );
+                continue;
+            }
             let Some(interrupts) = self.device_interrupts(i, node, &path) else {
                 continue;
             };
@@ -1032,6 +1080,15 @@ impl Reader<'_, '_, '_> {
                             Some("doorbells"),
                             format!("SPI {spi} is out of range 0-987"),
                             "use SPI numbers (INTID - 32) from 0 to 987".to_owned(),
+                        );
+                    }
+                    // The guest DTB could not be generated: both would claim one SPI.
+                    if spi == CONSOLE_SPI {
+                        self.error(
+                            i,
+                            Some("doorbells"),
+                            format!("SPI {spi} is every VM's virtual console's"),
+                            "pick another SPI for the doorbell".to_owned(),
                         );
                     }
                 }

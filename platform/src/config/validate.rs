@@ -12,6 +12,7 @@ use super::read::{kind_name, problem, Draft, ShmemDraft, VmDraft, PAGE};
 use super::text::{clear_of, hex, range, ranges, some_of};
 use super::{ConfigError, HypervisorConfig, ShmemConfig, VmConfig};
 use crate::board::{IrqKind, MemRange, Platform};
+use crate::guest_dt::CONSOLE_SPI;
 use crate::parse::Tree;
 
 /// VMIDs are 8 bits and VMID 0 is the hypervisor's own (no guest runs with it).
@@ -71,7 +72,7 @@ pub(crate) fn covered(r: MemRange, banks: &[MemRange]) -> bool {
 }
 
 /// The 4 KiB pages `r` touches, as a range.
-fn pages(r: MemRange) -> MemRange {
+pub(crate) fn pages(r: MemRange) -> MemRange {
     let base = r.base & !(PAGE - 1);
     let end =
         (u128::from(r.base) + u128::from(r.size)).div_ceil(u128::from(PAGE)) * u128::from(PAGE);
@@ -295,6 +296,22 @@ fn check_vm(c: &mut Checker<'_, '_>, vm: &VmDraft, earlier: &[VmDraft]) {
     }
     for d in &vm.devices {
         let dev = &d.device;
+        // The VM's virtual console has this SPI: the guest DTB could not be generated.
+        let console = dev
+            .interrupts
+            .iter()
+            .any(|i| i.kind == IrqKind::Spi && i.number == CONSOLE_SPI);
+        if console {
+            c.error(
+                &vm.path,
+                "devices",
+                format!(
+                    "{} uses SPI {CONSOLE_SPI}, which is the VM's virtual console's",
+                    dev.node
+                ),
+                format!("remove {} from {me}'s devices", dev.node),
+            );
+        }
         for other in earlier {
             for od in &other.devices {
                 let o = &od.device;

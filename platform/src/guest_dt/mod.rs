@@ -49,6 +49,11 @@ pub const MAX_VCPUS_GICV2: usize = 8;
 /// reach Aff0 0-15 without range selectors.
 pub const MAX_VCPUS_GICV3: usize = 16;
 
+/// The SPI of every VM's virtual console (INTID 33), as the hypervisor wires it.
+/// `config::check` keeps doorbells and assigned devices off it: [`generate`] refuses a VM
+/// whose console SPI is taken.
+pub const CONSOLE_SPI: u32 = 1;
+
 /// `IRQ_TYPE_LEVEL_HIGH` in the third cell of a GIC interrupt specifier.
 const LEVEL_HIGH: u32 = 4;
 /// The virtual GIC's phandle.
