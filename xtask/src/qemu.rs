@@ -338,7 +338,9 @@ pub fn qemu_args(
         push(&["-append", append]);
     }
     if args.icount {
-        push(&["-icount", "shift=0,align=off,sleep=off"]);
+        // The RTC follows guest time too, or a PL031 alarm comes on the host's clock while
+        // the guest's counter runs at the instruction rate.
+        push(&["-icount", "shift=0,align=off,sleep=off", "-rtc", "clock=vm"]);
     }
     if args.gdb {
         push(&["-s", "-S"]);
@@ -751,7 +753,7 @@ mod tests {
         assert!(q.contains("-serial mon:stdio"));
         assert!(!q.contains("-monitor none"));
         assert!(q.contains("-append tandem.loglevel=debug"));
-        assert!(q.contains("-icount shift=0,align=off,sleep=off"));
+        assert!(q.contains("-icount shift=0,align=off,sleep=off -rtc clock=vm"));
         assert!(q.ends_with("-s -S -d guest_errors"));
     }
 
