@@ -12,6 +12,46 @@ pub fn iss(esr: u64) -> u32 {
     (esr & 0x01ff_ffff) as u32
 }
 
+/// A trapped MSR, MRS or system instruction (EC 0x18): the ISS fields (Arm ARM D24.2.40,
+/// "ISS encoding for an exception from MSR, MRS, or System instruction execution").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysregAccess {
+    /// Op0, Op1, CRn, CRm, Op2: which register or instruction.
+    pub op0: u32,
+    /// Op1.
+    pub op1: u32,
+    /// CRn.
+    pub crn: u32,
+    /// CRm.
+    pub crm: u32,
+    /// Op2.
+    pub op2: u32,
+    /// Xt (31 is XZR).
+    pub rt: usize,
+    /// MRS (a read) rather than MSR or a system instruction.
+    pub read: bool,
+}
+
+impl SysregAccess {
+    /// Decodes the ISS of an EC 0x18 exception.
+    pub fn decode(iss: u32) -> Self {
+        Self {
+            op0: (iss >> 20) & 3,
+            op2: (iss >> 17) & 7,
+            op1: (iss >> 14) & 7,
+            crn: (iss >> 10) & 0xf,
+            rt: ((iss >> 5) & 0x1f) as usize,
+            crm: (iss >> 1) & 0xf,
+            read: iss & 1 != 0,
+        }
+    }
+
+    /// Whether it names (Op0, Op1, CRn, CRm).
+    pub fn is(&self, op0: u32, op1: u32, crn: u32, crm: u32) -> bool {
+        (self.op0, self.op1, self.crn, self.crm) == (op0, op1, crn, crm)
+    }
+}
+
 /// The architectural name of an exception class; unknown and reserved values included.
 pub fn class_name(ec: u8) -> &'static str {
     match ec {
@@ -92,6 +132,16 @@ mod tests {
             "data abort at the same EL"
         );
         assert_eq!(iss(esr), 0x40);
+    }
+
+    #[test]
+    fn decodes_a_sysreg_access() {
+        // MRS x3, CNTP_CTL_EL0 (S3_3_C14_C2_1).
+        let iss = (3 << 20) | (1 << 17) | (3 << 14) | (14 << 10) | (3 << 5) | (2 << 1) | 1;
+        let a = SysregAccess::decode(iss);
+        assert_eq!((a.op0, a.op1, a.crn, a.crm, a.op2), (3, 3, 14, 2, 1));
+        assert_eq!((a.rt, a.read), (3, true));
+        assert!(a.is(3, 3, 14, 2) && !a.is(3, 3, 14, 3));
     }
 
     #[test]

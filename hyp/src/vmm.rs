@@ -336,13 +336,17 @@ fn console_irq(vm: &Vm, vcpu: usize, me: usize) {
     apply(vm, me, &effects);
 }
 
-/// Wakes physical CPU `cpu` (an SGI, or an event when there is no GICv3 to send one).
-fn kick(cpu: usize) {
-    let mpidr = BOARD
+/// The affinity (MPIDR) of DT CPU `cpu`, once the board is known.
+fn mpidr_of(cpu: usize) -> Option<u64> {
+    BOARD
         .get()
         .and_then(|b| b.platform.cpus.get(cpu))
-        .map(|c| c.mpidr);
-    if !mpidr.is_some_and(|mpidr| gic::kick(cpu, mpidr)) {
+        .map(|c| c.mpidr)
+}
+
+/// Wakes physical CPU `cpu` (an SGI, or an event when there is no GICv3 to send one).
+fn kick(cpu: usize) {
+    if !mpidr_of(cpu).is_some_and(|mpidr| gic::kick(cpu, mpidr)) {
         aarch64_cpu::asm::sev();
     }
 }
@@ -575,11 +579,10 @@ fn doorbells_of(index: usize, shmem: &[ShmemConfig]) -> impl Iterator<Item = (&S
 /// cleared (a previous run may have left one unacknowledged for good) and routed to
 /// vCPU 0's CPU, as the fresh virtual GIC routes them.
 fn claim_device_spis(vm: &Vm) {
-    let Some(board) = BOARD.get() else { return };
     let Some(&cpu) = vm.config.cpus.first() else {
         return;
     };
-    let mpidr = board.platform.cpus.get(cpu).map_or(0, |c| c.mpidr);
+    let Some(mpidr) = mpidr_of(cpu) else { return };
     for (intid, edge) in device_spis(&vm.config) {
         gic::enable_spi(intid, false);
         gic::clear_active_spi(intid);
@@ -920,10 +923,7 @@ fn route_device_spi(vm: &Vm, pintid: u32, vcpu: Option<usize>) {
     let Some(cpu) = vcpu.and_then(|v| vm.config.cpus.get(v).copied()) else {
         return;
     };
-    let mpidr = BOARD
-        .get()
-        .and_then(|b| b.platform.cpus.get(cpu))
-        .map_or(0, |c| c.mpidr);
+    let Some(mpidr) = mpidr_of(cpu) else { return };
     gic::route_spi(pintid, cpu, mpidr);
 }
 
@@ -1042,7 +1042,7 @@ fn sync(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
         }
         0x18 => {
             count(vm, Exit::Sysreg);
-            if let Some(access) = ptimer::decode(u64::from(esr::iss(frame.esr))) {
+            if let Some(access) = ptimer::decode(esr::iss(frame.esr)) {
                 ptimer_access(vm, vcpu, frame, access);
                 frame.elr = frame.elr.wrapping_add(4);
             } else if let Some(value) = sgi_write(frame) {
@@ -1112,28 +1112,20 @@ fn update_ptimer(vm: &Vm, vcpu: usize) {
 /// A trapped write to ICC_SGI1R_EL1 or ICC_ASGI1R_EL1 (Op0 3, Op1 0, CRn 12, CRm 11,
 /// Op2 5 or 6; HCR_EL2.IMO traps them): the value written.
 fn sgi_write(frame: &TrapFrame) -> Option<u64> {
-    let iss = esr::iss(frame.esr);
-    let read = iss & 1 != 0;
-    let rt = ((iss >> 5) & 0x1f) as usize;
-    let crm = (iss >> 1) & 0xf;
-    let crn = (iss >> 10) & 0xf;
-    let op1 = (iss >> 14) & 7;
-    let op2 = (iss >> 17) & 7;
-    let op0 = (iss >> 20) & 3;
-    let sgi = op0 == 3 && op1 == 0 && crn == 12 && crm == 11 && matches!(op2, 5 | 6);
-    (sgi && !read).then(|| frame.x.get(rt).copied().unwrap_or(0))
+    let access = esr::SysregAccess::decode(esr::iss(frame.esr));
+    let sgi = access.is(3, 0, 12, 11) && matches!(access.op2, 5 | 6);
+    (sgi && !access.read).then(|| frame.x.get(access.rt).copied().unwrap_or(0))
 }
 
 /// ESR_EL2 ISS for a trapped system instruction: Op0 = 1, Op1 = 0, CRn = 7,
 /// CRm = 6/10/14, Op2 = 2 are DC ISW, DC CSW and DC CISW.
 fn is_set_way_maintenance(esr: u64) -> bool {
-    let iss = esr::iss(esr);
-    let op0 = (iss >> 20) & 3;
-    let op2 = (iss >> 17) & 7;
-    let op1 = (iss >> 14) & 7;
-    let crn = (iss >> 10) & 0xf;
-    let crm = (iss >> 1) & 0xf;
-    op0 == 1 && op1 == 0 && crn == 7 && matches!(crm, 6 | 10 | 14) && op2 == 2
+    let access = esr::SysregAccess::decode(esr::iss(esr));
+    access.op0 == 1
+        && access.op1 == 0
+        && access.crn == 7
+        && matches!(access.crm, 6 | 10 | 14)
+        && access.op2 == 2
 }
 
 fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {

@@ -17,6 +17,8 @@ pub const CTL_IMASK: u64 = 1 << 1;
 /// CNTP_CTL_EL0.ISTATUS (read-only).
 pub const CTL_ISTATUS: u64 = 1 << 2;
 
+use crate::esr::SysregAccess;
+
 /// One of the emulated registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Register {
@@ -42,24 +44,22 @@ pub struct Access {
 
 /// Decodes the ISS of a trapped MSR/MRS (ESR_EL2 class 0x18): an access to one of the EL1
 /// physical timer's registers (Op0 3, Op1 3, CRn 14, CRm 2, Op2 0..2), or None.
-pub fn decode(iss: u64) -> Option<Access> {
-    let read = iss & 1 != 0;
-    let rt = ((iss >> 5) & 0x1f) as usize;
-    let crm = (iss >> 1) & 0xf;
-    let crn = (iss >> 10) & 0xf;
-    let op1 = (iss >> 14) & 7;
-    let op2 = (iss >> 17) & 7;
-    let op0 = (iss >> 20) & 3;
-    if (op0, op1, crn, crm) != (3, 3, 14, 2) {
+pub fn decode(iss: u32) -> Option<Access> {
+    let access = SysregAccess::decode(iss);
+    if !access.is(3, 3, 14, 2) {
         return None;
     }
-    let register = match op2 {
+    let register = match access.op2 {
         0 => Register::Tval,
         1 => Register::Ctl,
         2 => Register::Cval,
         _ => return None,
     };
-    Some(Access { register, rt, read })
+    Some(Access {
+        register,
+        rt: access.rt,
+        read: access.read,
+    })
 }
 
 /// The emulated timer's state: what the guest wrote. It resets to disabled with CVAL 0
@@ -127,8 +127,8 @@ mod tests {
     use proptest::prelude::*;
 
     /// The ISS of an MSR/MRS of S3_3_C14_C2_<op2> with Xt = `rt`.
-    fn iss(op2: u64, rt: u64, read: bool) -> u64 {
-        (3 << 20) | (op2 << 17) | (3 << 14) | (14 << 10) | (rt << 5) | (2 << 1) | u64::from(read)
+    fn iss(op2: u32, rt: u32, read: bool) -> u32 {
+        (3 << 20) | (op2 << 17) | (3 << 14) | (14 << 10) | (rt << 5) | (2 << 1) | u32::from(read)
     }
 
     #[test]
