@@ -128,6 +128,17 @@ fn virt_gicv3_reads_back_exactly() {
             vms: vec![0, 1],
             doorbells: vec![100, 101],
         }],
+        vsock: vec![VsockDevice {
+            node: "/hypervisor/vsock@0".into(),
+            window: 0x0b00_0000,
+            memory: range(0x9410_0000, 0x1_0000),
+            driver: 0,
+            service: 1,
+            driver_spi: 48,
+            service_spi: 102,
+            driver_cid: DEFAULT_DRIVER_CID,
+            service_cid: DEFAULT_SERVICE_CID,
+        }],
         unclean_memory: Vec::new(),
     };
     let config = report.config.unwrap();
@@ -370,7 +381,7 @@ fn bad_nodes() {
             "warning: /hypervisor: tandem,verbose: unknown property, ignored; check its spelling against docs/binding.md or remove it",
             "warning: /hypervisor/vm@0: tandem,colour: unknown property, ignored; check its spelling against docs/binding.md or remove it",
             "warning: /hypervisor/vm@0/kernel@48000000: tandem,signature: unknown property, ignored; check its spelling against docs/binding.md or remove it",
-            "warning: /hypervisor/console: unknown node, ignored; name VM nodes vm@N and shared memory shmem@N (see docs/binding.md)",
+            "warning: /hypervisor/console: unknown node, ignored; name VM nodes vm@N, shared memory shmem@N and vsock devices vsock@N (see docs/binding.md)",
         ],
     );
 }
@@ -529,5 +540,33 @@ fn device_sharing_the_console_page() {
     assert_eq!(
         report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ["/hypervisor/vm@0: devices: /soc/aux@7e215000 [0xfe215000, 0xfe215008) shares a 4 KiB page with the hypervisor's console /soc/serial@7e215040 [0xfe215040, 0xfe215080); stage 2 maps whole pages: remove /soc/aux@7e215000 from vm@0's devices"]
+    );
+}
+
+#[test]
+fn bad_vsock() {
+    assert_messages(
+        &check(&fixture("bad-vsock"), HYP_VIRT),
+        &[
+            "error: /hypervisor/vm@0: has no kernel module; add a kernel@<address> child to vm@0 with compatible = \"multiboot,kernel\", \"multiboot,module\"; and reg = <address size>;",
+            "error: /hypervisor/vm@1: has no kernel module; add a kernel@<address> child to vm@1 with compatible = \"multiboot,kernel\", \"multiboot,module\"; and reg = <address size>;",
+            "error: /hypervisor/vm@2: has no kernel module; add a kernel@<address> child to vm@2 with compatible = \"multiboot,kernel\", \"multiboot,module\"; and reg = <address size>;",
+            "error: /hypervisor/vsock@0: vms: missing; name the VM that drives the device, then the one that serves it: vms = <&linux &secure>;",
+            "error: /hypervisor/vsock@0: spis: missing; give the driver's device SPI and the service's doorbell SPI: spis = <48 102>;",
+            "error: /hypervisor/vsock@0: window: missing; give the page where the driver VM sees the device, e.g. window = <0x0 0x0b000000>;",
+            "error: /hypervisor/vsock@1: vms: names 1 VM; a vsock device has a driver VM and a service VM; write vms = <&driver &service>;, e.g. vms = <&linux &secure>;",
+            "error: /hypervisor/vsock@1: window: 0xb000800 is not 4 KiB aligned; use 0xb000000",
+            "error: /hypervisor/vsock@2: cids: <2 3> uses a reserved CID (0, 1, 2, 0xffffffff) or one CID twice; give the two VMs different CIDs from 3 up, e.g. cids = <4 3>;",
+            "error: /hypervisor/vsock@2: spis: SPI 47 in vm@0 (linux) is also the SPI of its device /virtio_mmio@a003e00; pick a vsock SPI no device of that VM uses",
+            "error: /hypervisor/vsock@2: vms: vm@0 (linux) already drives vsock@1; give each VM one vsock device at most",
+            "error: /hypervisor/vsock@2: window: [0x50000000, 0x50001000) is in RAM ([0x40000000, 0xc0000000)); pick a free page outside RAM and every device, e.g. window = <0x0 0x0b000000>;",
+            "error: /hypervisor/vsock@3: cids: <5 5> uses a reserved CID (0, 1, 2, 0xffffffff) or one CID twice; give the two VMs different CIDs from 3 up, e.g. cids = <4 3>;",
+            "error: /hypervisor/vsock@3: memory: [0x6ff00000, 0x6ff10000) overlaps vm@1 (secure)'s memory [0x60000000, 0x70000000); shared memory is a range of its own: move vsock@3's to start at or above 0x70000000 or end at or below 0x60000000, or shrink vm@1's",
+            "error: /hypervisor/vsock@3: vms: vm@0 (linux) already drives vsock@1; give each VM one vsock device at most",
+            "error: /hypervisor/vsock@3: window: [0xa003000, 0xa004000) overlaps /virtio_mmio@a003000 [0xa003000, 0xa003200); pick a free page outside RAM and every device, e.g. window = <0x0 0x0b000000>;",
+            "error: /hypervisor/vsock@4: vms: vm@1 (secure) already serves vsock@2; give each service VM one vsock device at most",
+            "error: /hypervisor/vsock@5: vms: vm@2 (other) already serves vsock@3; give each service VM one vsock device at most",
+            "error: /hypervisor/vsock@5: window: [0xb001000, 0xb002000) is also vsock@4's window; give vsock@5 a page of its own",
+        ],
     );
 }

@@ -359,6 +359,7 @@ fn realise(plan: &Plan) -> (Vec<u8>, HypervisorConfig) {
         HypervisorConfig {
             vms,
             shmem,
+            vsock: Vec::new(),
             unclean_memory: Vec::new(),
         },
     )

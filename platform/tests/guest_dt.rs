@@ -12,7 +12,8 @@ use std::process::Command;
 use common::*;
 use platform::config::{Device, Module, ModuleKind, OnCrash, ShmemConfig, VmConfig};
 use platform::guest_dt::{
-    check_user_dtb, generate, GuestDtError, GuestLayout, VirtualGic, GICR_FRAME_PAIR,
+    check_user_dtb, generate, EmulatedVirtio, GuestDtError, GuestLayout, ServiceRing, VirtualGic,
+    GICR_FRAME_PAIR,
 };
 use platform::*;
 use proptest::prelude::*;
@@ -705,4 +706,52 @@ proptest! {
             let _ = generate(&blob, &platform, &case.vm, &[shmem()], &l);
         }
     }
+}
+
+#[test]
+fn vsock_device_and_service_ring_nodes() {
+    let platform = parse(VIRT_V3_4CPU);
+    let vm = vm(0, "linux", vec![0], vec![mem(0x5000_0000, GIB)]);
+    let driver = GuestLayout {
+        virtio: vec![EmulatedVirtio {
+            base: 0x0b00_0000,
+            spi: 48,
+        }],
+        ..layout(&platform, None)
+    };
+    let dtb = generate(VIRT_V3_4CPU, &platform, &vm, &[], &driver).unwrap();
+    let all = nodes(&dtb);
+    let (_, dev) = all
+        .iter()
+        .find(|(p, _)| p == "/virtio_mmio@b000000")
+        .expect("the vsock device's node");
+    assert_eq!(
+        prop(dev, "reg").map(u32s),
+        Some(vec![0, 0x0b00_0000, 0, 0x200])
+    );
+    assert_eq!(prop(dev, "interrupts").map(u32s), Some(vec![0, 48, 4]));
+    assert!(prop(dev, "dma-coherent").is_some());
+    assert!(!all.iter().any(|(p, _)| p.contains("vsock@")));
+
+    let service = GuestLayout {
+        service_ring: Some(ServiceRing {
+            memory: mem(0x9410_0000, 0x1_0000),
+            doorbell: 102,
+        }),
+        ..layout(&platform, None)
+    };
+    let dtb = generate(VIRT_V3_4CPU, &platform, &vm, &[], &service).unwrap();
+    let all = nodes(&dtb);
+    let (_, ring) = all
+        .iter()
+        .find(|(p, _)| p == "/reserved-memory/vsock@94100000")
+        .expect("the service ring's node");
+    assert_eq!(prop(ring, "tandem,doorbell").map(u32s), Some(vec![102]));
+    assert_eq!(
+        prop(ring, "reg").map(u32s),
+        Some(vec![0, 0x9410_0000, 0, 0x1_0000])
+    );
+    assert!(prop(ring, "no-map").is_some());
+    assert!(!all.iter().any(|(p, _)| p.contains("virtio_mmio@b")));
+    parse(&dtb);
 }

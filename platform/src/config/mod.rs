@@ -17,6 +17,7 @@ mod read;
 mod text;
 mod validate;
 
+pub use read::{DEFAULT_DRIVER_CID, DEFAULT_SERVICE_CID};
 pub use validate::MAX_VMS;
 
 /// Reads and validates the `/hypervisor` node of `blob`, the board's device tree.
@@ -71,6 +72,8 @@ pub struct HypervisorConfig {
     pub vms: Vec<VmConfig>,
     /// Shared-memory regions between VMs.
     pub shmem: Vec<ShmemConfig>,
+    /// Vsock devices: a driver VM reaching a service VM over `AF_VSOCK`.
+    pub vsock: Vec<VsockDevice>,
     /// `tandem,unclean-memory`: RAM the board says may hold data when the hypervisor
     /// starts (left by a boot loader or a previous run). The part of each VM's memory in
     /// these ranges is zeroed before the VM first boots; the rest is taken as clean, as
@@ -199,6 +202,31 @@ pub struct ShmemConfig {
     pub vms: Vec<usize>,
     /// `doorbells`: the virtual SPI raised in `vms[i]`, one per VM.
     pub doorbells: Vec<u32>,
+}
+
+/// One `vsock@N` node: a virtio-mmio socket device in the driver VM, served by the
+/// hypervisor's backend, which passes the streams to the service VM through record rings
+/// in `memory` (see `docs/secure-guest.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockDevice {
+    /// Full path.
+    pub node: String,
+    /// `window`: the page where the driver VM sees the device's registers.
+    pub window: u64,
+    /// `memory`: the ring region, shared by the hypervisor and the service VM only.
+    pub memory: MemRange,
+    /// `vms[0]`: index of the VM that drives the device (Linux).
+    pub driver: usize,
+    /// `vms[1]`: index of the VM that serves it (the secure guest).
+    pub service: usize,
+    /// `spis[0]`: the device's interrupt in the driver VM.
+    pub driver_spi: u32,
+    /// `spis[1]`: the doorbell raised in the service VM when records arrive.
+    pub service_spi: u32,
+    /// `cids[0]`: the driver's CID (default 4).
+    pub driver_cid: u32,
+    /// `cids[1]`: the service's CID (default 3).
+    pub service_cid: u32,
 }
 
 /// One problem in the configuration, naming where it is and how to fix it.

@@ -38,7 +38,54 @@ const VM_PROPS: [&str; 11] = [
     "#size-cells",
 ];
 const SHMEM_PROPS: [&str; 5] = ["compatible", "memory", "vms", "doorbells", "reg"];
+const VSOCK_PROPS: [&str; 7] = [
+    "compatible",
+    "memory",
+    "vms",
+    "spis",
+    "window",
+    "cids",
+    "reg",
+];
+
+/// The two kinds of node that give memory to more than one party: `shmem@N` (VMs share it)
+/// and `vsock@N` (the service VM shares its ring region with the hypervisor's backend for
+/// the driver VM's vsock device). They are read, and their memory and SPIs checked, alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    Shmem,
+    Vsock,
+}
+
+impl Sharing {
+    fn compatible(self) -> &'static str {
+        match self {
+            Self::Shmem => "tandem,shmem",
+            Self::Vsock => "tandem,vsock",
+        }
+    }
+
+    /// The property with one SPI per entry of `vms`.
+    pub(crate) fn spi_property(self) -> &'static str {
+        match self {
+            Self::Shmem => "doorbells",
+            Self::Vsock => "spis",
+        }
+    }
+
+    fn props(self) -> &'static [&'static str] {
+        match self {
+            Self::Shmem => &SHMEM_PROPS,
+            Self::Vsock => &VSOCK_PROPS,
+        }
+    }
+}
 const MODULE_PROPS: [&str; 4] = ["compatible", "reg", "tandem,format", "tandem,load-address"];
+
+/// The driver's CID when `cids` is absent.
+pub const DEFAULT_DRIVER_CID: u32 = 4;
+/// The service's CID when `cids` is absent.
+pub const DEFAULT_SERVICE_CID: u32 = 3;
 
 /// Page size of stage 2: every range a VM owns starts and ends on it.
 pub(crate) const PAGE: u64 = 0x1000;
@@ -70,13 +117,23 @@ pub(crate) struct DeviceDraft {
     pub unchecked_dma: bool,
 }
 
-/// A `shmem@N` node as read.
+/// A `shmem@N` or `vsock@N` node as read.
 pub(crate) struct ShmemDraft {
+    pub kind: Sharing,
     pub path: String,
     pub memory: Option<MemRange>,
     /// Indices into the drafts' `vms`.
     pub vms: Vec<usize>,
     pub doorbells: Vec<u32>,
+}
+
+/// What a `vsock@N` node has beyond a shared region: `vms` is `<driver service>`, `spis`
+/// the driver's device SPI and the service's doorbell SPI.
+pub(crate) struct VsockDraft {
+    /// `window`: where the device's registers are in the driver's address space.
+    pub window: Option<u64>,
+    /// `cids`: `<driver service>`.
+    pub cids: (u32, u32),
 }
 
 /// Everything read from `/hypervisor`.
@@ -85,6 +142,8 @@ pub(crate) struct Draft {
     pub hypervisor: String,
     pub vms: Vec<VmDraft>,
     pub shmem: Vec<ShmemDraft>,
+    /// `vsock@N` nodes, with what only they have.
+    pub vsock: Vec<(ShmemDraft, VsockDraft)>,
     /// `tandem,unclean-memory`: RAM that may hold data when the hypervisor starts.
     pub unclean: Vec<MemRange>,
     pub errors: Vec<ConfigError>,
@@ -132,6 +191,7 @@ pub(crate) fn read(tree: &Tree<'_, '_>, platform: &Platform) -> Option<Draft> {
         .unwrap_or_default();
     let mut vms = Vec::new();
     let mut shmem_nodes = Vec::new();
+    let mut vsock_nodes = Vec::new();
     for i in r.children(hypervisor) {
         let name = tree.nodes[i].node.name;
         let base = name.split('@').next().unwrap_or(name);
@@ -141,11 +201,13 @@ pub(crate) fn read(tree: &Tree<'_, '_>, platform: &Platform) -> Option<Draft> {
         match base {
             "vm" => vms.push(r.vm(i, cells)),
             "shmem" => shmem_nodes.push(i),
+            "vsock" => vsock_nodes.push(i),
             _ => r.warnings.push(problem(
                 &tree.path(i),
                 None,
                 "unknown node, ignored".to_owned(),
-                "name VM nodes vm@N and shared memory shmem@N (see docs/binding.md)".to_owned(),
+                "name VM nodes vm@N, shared memory shmem@N and vsock devices vsock@N (see docs/binding.md)"
+                    .to_owned(),
             )),
         }
     }
@@ -159,12 +221,17 @@ pub(crate) fn read(tree: &Tree<'_, '_>, platform: &Platform) -> Option<Draft> {
     }
     let shmem = shmem_nodes
         .into_iter()
-        .map(|i| r.shmem(i, cells, &vms))
+        .map(|i| r.shmem(i, cells, &vms, Sharing::Shmem))
+        .collect();
+    let vsock = vsock_nodes
+        .into_iter()
+        .map(|i| (r.shmem(i, cells, &vms, Sharing::Vsock), r.vsock(i, cells)))
         .collect();
     Some(Draft {
         hypervisor: tree.path(hypervisor),
         vms,
         shmem,
+        vsock,
         unclean,
         errors: r.errors,
         warnings: r.warnings,
@@ -943,12 +1010,18 @@ impl Reader<'_, '_, '_> {
         out
     }
 
-    fn shmem(&mut self, i: usize, cells: Option<Bus<'static>>, vms: &[VmDraft]) -> ShmemDraft {
+    fn shmem(
+        &mut self,
+        i: usize,
+        cells: Option<Bus<'static>>,
+        vms: &[VmDraft],
+        kind: Sharing,
+    ) -> ShmemDraft {
         let tree = self.tree;
         let path = tree.path(i);
         let short = tree.nodes[i].node.name.to_owned();
-        self.unknown_properties(i, &SHMEM_PROPS);
-        self.require_compatible(i, "tandem,shmem");
+        self.unknown_properties(i, kind.props());
+        self.require_compatible(i, kind.compatible());
         let mut memory = None;
         match cells.map(|bus| self.ranges(i, "memory", &bus)) {
             None => {}
@@ -987,7 +1060,10 @@ impl Reader<'_, '_, '_> {
                     i,
                     Some("memory"),
                     format!("has {} ranges; shared memory is one range", ranges.len()),
-                    "split it into one shmem@ node per range".to_owned(),
+                    match kind {
+                        Sharing::Shmem => "split it into one shmem@ node per range".to_owned(),
+                        Sharing::Vsock => "give the vsock rings one range".to_owned(),
+                    },
                 ),
             },
         }
@@ -999,7 +1075,13 @@ impl Reader<'_, '_, '_> {
                 i,
                 Some("vms"),
                 "missing".to_owned(),
-                "list the VMs that share it, e.g. vms = <&linux &secure>;".to_owned(),
+                match kind {
+                    Sharing::Shmem => "list the VMs that share it, e.g. vms = <&linux &secure>;",
+                    Sharing::Vsock => {
+                        "name the VM that drives the device, then the one that serves it: vms = <&linux &secure>;"
+                    }
+                }
+                .to_owned(),
             );
         }
         for (n, handle) in handles.clone().unwrap_or_default().into_iter().enumerate() {
@@ -1038,7 +1120,20 @@ impl Reader<'_, '_, '_> {
                 }
             }
         }
-        if handles.as_ref().is_some_and(|h| h.len() == 1) && members.len() == 1 {
+        if kind == Sharing::Vsock {
+            let count = handles.as_ref().map_or(0, Vec::len);
+            if count != 2 && tree.prop(i, "vms").is_some() {
+                self.error(
+                    i,
+                    Some("vms"),
+                    format!(
+                        "names {count} VM{}; a vsock device has a driver VM and a service VM",
+                        if count == 1 { "" } else { "s" }
+                    ),
+                    "write vms = <&driver &service>;, e.g. vms = <&linux &secure>;".to_owned(),
+                );
+            }
+        } else if handles.as_ref().is_some_and(|h| h.len() == 1) && members.len() == 1 {
             self.error(
                 i,
                 Some("vms"),
@@ -1053,14 +1148,15 @@ impl Reader<'_, '_, '_> {
             );
         }
 
+        let prop = kind.spi_property();
         let mut doorbells = Vec::new();
-        if let Some(value) = tree.prop(i, "doorbells") {
+        if let Some(value) = tree.prop(i, prop) {
             if value.len() % 4 != 0 {
                 self.error(
                     i,
-                    Some("doorbells"),
+                    Some(prop),
                     "is not a list of 32-bit SPI numbers".to_owned(),
-                    "write it as doorbells = <100 101>;".to_owned(),
+                    format!("write it as {prop} = <100 101>;"),
                 );
             } else {
                 doorbells = value.chunks_exact(4).filter_map(|c| be32(c, 0)).collect();
@@ -1068,7 +1164,7 @@ impl Reader<'_, '_, '_> {
                 if doorbells.len() != count {
                     self.error(
                         i,
-                        Some("doorbells"),
+                        Some(prop),
                         format!("has {} entries but vms has {count}", doorbells.len()),
                         "give one SPI number per VM, in the order of vms".to_owned(),
                     );
@@ -1077,7 +1173,7 @@ impl Reader<'_, '_, '_> {
                     if spi > 987 {
                         self.error(
                             i,
-                            Some("doorbells"),
+                            Some(prop),
                             format!("SPI {spi} is out of range 0-987"),
                             "use SPI numbers (INTID - 32) from 0 to 987".to_owned(),
                         );
@@ -1086,20 +1182,95 @@ impl Reader<'_, '_, '_> {
                     if spi == CONSOLE_SPI {
                         self.error(
                             i,
-                            Some("doorbells"),
+                            Some(prop),
                             format!("SPI {spi} is every VM's virtual console's"),
-                            "pick another SPI for the doorbell".to_owned(),
+                            match kind {
+                                Sharing::Shmem => "pick another SPI for the doorbell".to_owned(),
+                                Sharing::Vsock => format!("pick another SPI in {prop}"),
+                            },
                         );
                     }
                 }
             }
         }
         ShmemDraft {
+            kind,
             path,
             memory,
             vms: members,
             doorbells,
         }
+    }
+}
+
+impl Reader<'_, '_, '_> {
+    /// What only a `vsock@N` node has: its `window` and `cids`, and `spis` required.
+    fn vsock(&mut self, i: usize, cells: Option<Bus<'static>>) -> VsockDraft {
+        let tree = self.tree;
+        if tree.prop(i, "spis").is_none() {
+            self.error(
+                i,
+                Some("spis"),
+                "missing".to_owned(),
+                "give the driver's device SPI and the service's doorbell SPI: spis = <48 102>;"
+                    .to_owned(),
+            );
+        }
+        let mut window = None;
+        match (tree.prop(i, "window"), cells) {
+            (None, _) => self.error(
+                i,
+                Some("window"),
+                "missing".to_owned(),
+                "give the page where the driver VM sees the device, e.g. window = <0x0 0x0b000000>;"
+                    .to_owned(),
+            ),
+            (Some(_), None) => {}
+            (Some(value), Some(bus)) => {
+                let cell_bytes = bus.address_cells as usize * 4;
+                match read_cells(value, bus.address_cells) {
+                    Some(at) if value.len() == cell_bytes && at % PAGE == 0 => window = Some(at),
+                    Some(at) if value.len() == cell_bytes => self.error(
+                        i,
+                        Some("window"),
+                        format!("{} is not 4 KiB aligned", hex(at)),
+                        format!("use {}", hex(at & !(PAGE - 1))),
+                    ),
+                    _ => self.error(
+                        i,
+                        Some("window"),
+                        format!("is not one address of {} cells", bus.address_cells),
+                        "write one address in /hypervisor's #address-cells".to_owned(),
+                    ),
+                }
+            }
+        }
+        let mut cids = (DEFAULT_DRIVER_CID, DEFAULT_SERVICE_CID);
+        if let Some(value) = tree.prop(i, "cids") {
+            match (value.len(), be32(value, 0), be32(value, 4)) {
+                (8, Some(driver), Some(service)) => {
+                    // The reserved ones: any, hypervisor, local, host.
+                    let reserved = |c: u32| c <= 2 || c == u32::MAX;
+                    if reserved(driver) || reserved(service) || driver == service {
+                        self.error(
+                            i,
+                            Some("cids"),
+                            format!("<{driver} {service}> uses a reserved CID (0, 1, 2, 0xffffffff) or one CID twice"),
+                            "give the two VMs different CIDs from 3 up, e.g. cids = <4 3>;".to_owned(),
+                        );
+                    } else {
+                        cids = (driver, service);
+                    }
+                }
+                _ => self.error(
+                    i,
+                    Some("cids"),
+                    "is not two 32-bit CIDs".to_owned(),
+                    "write cids = <driver service>;, e.g. cids = <4 3>;".to_owned(),
+                ),
+            }
+        }
+        VsockDraft { window, cids }
     }
 }
 

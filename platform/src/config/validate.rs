@@ -8,9 +8,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::read::{kind_name, problem, Draft, ShmemDraft, VmDraft, PAGE};
+use super::read::{kind_name, problem, Draft, Sharing, ShmemDraft, VmDraft, VsockDraft, PAGE};
 use super::text::{clear_of, hex, range, ranges, some_of};
-use super::{ConfigError, HypervisorConfig, ShmemConfig, VmConfig};
+use super::{ConfigError, HypervisorConfig, ShmemConfig, VmConfig, VsockDevice};
 use crate::board::{IrqKind, MemRange, Platform};
 use crate::guest_dt::CONSOLE_SPI;
 use crate::parse::Tree;
@@ -184,10 +184,18 @@ pub(crate) fn validate(
         let earlier = vms.get(..b).unwrap_or_default();
         check_vm(&mut c, vm, earlier);
     }
-    check_modules(&mut c, vms, &draft.shmem);
-    for (s, shmem) in draft.shmem.iter().enumerate() {
-        let earlier = draft.shmem.get(..s).unwrap_or_default();
+    // A vsock node's ring region is checked like shared memory: against every VM, every
+    // other region, the hypervisor and the devices; its SPIs like doorbells.
+    let mut regions: Vec<&ShmemDraft> = draft.shmem.iter().collect();
+    regions.extend(draft.vsock.iter().map(|(s, _)| s));
+    check_modules(&mut c, vms, &regions);
+    for (s, shmem) in regions.iter().enumerate() {
+        let earlier = regions.get(..s).unwrap_or_default();
         check_shmem(&mut c, shmem, earlier, vms);
+    }
+    for (n, (region, vsock)) in draft.vsock.iter().enumerate() {
+        let earlier = draft.vsock.get(..n).unwrap_or_default();
+        check_vsock(&mut c, region, vsock, earlier, vms);
     }
     isolation(&mut c, vms);
     for r in &draft.unclean {
@@ -232,6 +240,23 @@ pub(crate) fn validate(
                     memory: s.memory?,
                     vms: s.vms,
                     doorbells: s.doorbells,
+                })
+            })
+            .collect(),
+        vsock: draft
+            .vsock
+            .into_iter()
+            .filter_map(|(s, v)| {
+                Some(VsockDevice {
+                    node: s.path,
+                    window: v.window?,
+                    memory: s.memory?,
+                    driver: *s.vms.first()?,
+                    service: *s.vms.get(1)?,
+                    driver_spi: *s.doorbells.first()?,
+                    service_spi: *s.doorbells.get(1)?,
+                    driver_cid: v.cids.0,
+                    service_cid: v.cids.1,
                 })
             })
             .collect(),
@@ -376,7 +401,7 @@ fn check_vm(c: &mut Checker<'_, '_>, vm: &VmDraft, earlier: &[VmDraft]) {
     }
 }
 
-fn check_modules(c: &mut Checker<'_, '_>, vms: &[VmDraft], shmem: &[ShmemDraft]) {
+fn check_modules(c: &mut Checker<'_, '_>, vms: &[VmDraft], shmem: &[&ShmemDraft]) {
     let mut seen: Vec<(MemRange, String)> = Vec::new();
     for vm in vms {
         for m in &vm.modules {
@@ -471,7 +496,12 @@ fn check_modules(c: &mut Checker<'_, '_>, vms: &[VmDraft], shmem: &[ShmemDraft])
     }
 }
 
-fn check_shmem(c: &mut Checker<'_, '_>, s: &ShmemDraft, earlier: &[ShmemDraft], vms: &[VmDraft]) {
+fn check_shmem(c: &mut Checker<'_, '_>, s: &ShmemDraft, earlier: &[&ShmemDraft], vms: &[VmDraft]) {
+    let spis = s.kind.spi_property();
+    let what = match s.kind {
+        Sharing::Shmem => "doorbell",
+        Sharing::Vsock => "vsock",
+    };
     let me = short(&s.path);
     if let Some(r) = s.memory {
         for vm in vms {
@@ -516,12 +546,12 @@ fn check_shmem(c: &mut Checker<'_, '_>, s: &ShmemDraft, earlier: &[ShmemDraft], 
         if let Some(d) = device {
             c.error(
                 &s.path,
-                "doorbells",
+                spis,
                 format!(
                     "SPI {spi} in {} is also the SPI of its device {}",
                     v.name, d.device.node
                 ),
-                "pick a doorbell SPI no device of that VM uses".to_owned(),
+                format!("pick a {what} SPI no device of that VM uses"),
             );
         }
         let clash = earlier.iter().find(|o| {
@@ -533,15 +563,85 @@ fn check_shmem(c: &mut Checker<'_, '_>, s: &ShmemDraft, earlier: &[ShmemDraft], 
         if let Some(o) = clash {
             c.error(
                 &s.path,
-                "doorbells",
+                spis,
                 format!(
-                    "SPI {spi} in {} is also {}'s doorbell there",
+                    "SPI {spi} in {} is also {}'s {} there",
                     v.name,
-                    short(&o.path)
+                    short(&o.path),
+                    match o.kind {
+                        Sharing::Shmem => "doorbell",
+                        Sharing::Vsock => "SPI",
+                    }
                 ),
                 "give each doorbell of a VM its own SPI".to_owned(),
             );
         }
+    }
+}
+
+/// What only a vsock device needs: two different VMs, a window clear of everything the
+/// driver VM has, and one device per driver and per service.
+fn check_vsock(
+    c: &mut Checker<'_, '_>,
+    s: &ShmemDraft,
+    v: &VsockDraft,
+    earlier: &[(ShmemDraft, VsockDraft)],
+    vms: &[VmDraft],
+) {
+    let me = short(&s.path);
+    if let [driver, service] = s.vms[..] {
+        if let Some(o) = earlier.iter().find(|(o, _)| o.vms.first() == Some(&driver)) {
+            c.error(
+                &s.path,
+                "vms",
+                format!("{} already drives {}", vms[driver].name, short(&o.0.path)),
+                "give each VM one vsock device at most".to_owned(),
+            );
+        }
+        if let Some(o) = earlier.iter().find(|(o, _)| o.vms.get(1) == Some(&service)) {
+            c.error(
+                &s.path,
+                "vms",
+                format!("{} already serves {}", vms[service].name, short(&o.0.path)),
+                "give each service VM one vsock device at most".to_owned(),
+            );
+        }
+    }
+    let Some(at) = v.window else { return };
+    let window = MemRange {
+        base: at,
+        size: PAGE,
+    };
+    let fix = "pick a free page outside RAM and every device, e.g. window = <0x0 0x0b000000>;";
+    if c.world.platform.memory.iter().any(|m| m.overlaps(&window)) {
+        c.error(
+            &s.path,
+            "window",
+            format!("{} is in RAM ({})", range(window), c.ram()),
+            fix.to_owned(),
+        );
+    }
+    let clash = c
+        .world
+        .mmio
+        .iter()
+        .find(|(r, _)| r.overlaps(&window))
+        .map(|(r, node)| (*r, node.clone()));
+    if let Some((r, node)) = clash {
+        c.error(
+            &s.path,
+            "window",
+            format!("{} overlaps {node} {}", range(window), range(r)),
+            fix.to_owned(),
+        );
+    }
+    if let Some((o, _)) = earlier.iter().find(|(_, o)| o.window == Some(at)) {
+        c.error(
+            &s.path,
+            "window",
+            format!("{} is also {}'s window", range(window), short(&o.path)),
+            format!("give {me} a page of its own"),
+        );
     }
 }
 

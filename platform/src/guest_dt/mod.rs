@@ -169,6 +169,34 @@ pub struct GuestLayout {
     /// Labels of every VM, indexed like `HypervisorConfig::vms`, to name the peers of each
     /// shared-memory region (`vm<N>` when a label is missing).
     pub vm_labels: Vec<String>,
+    /// The virtio-mmio devices the hypervisor emulates for the VM (its vsock device).
+    pub virtio: Vec<EmulatedVirtio>,
+    /// The ring region through which the VM serves a vsock device, if it does.
+    pub service_ring: Option<ServiceRing>,
+}
+
+/// A virtio-mmio device the hypervisor emulates: `compatible = "virtio,mmio"` like QEMU's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmulatedVirtio {
+    /// Where its register window is.
+    pub base: u64,
+    /// Its SPI (level-high).
+    pub spi: u32,
+}
+
+/// Bytes of a virtio-mmio register window as the VM's DTB gives it (registers and the
+/// device's configuration space; the hypervisor traps the whole page).
+pub const VIRTIO_WINDOW: u64 = 0x200;
+
+/// The ring region of a vsock device the VM serves, and the doorbell that says records came.
+/// In the DTB: `/reserved-memory/vsock@<base>`, `compatible = "tandem,vsock-service"`,
+/// `reg`, `no-map`, `tandem,doorbell = <SPI>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceRing {
+    /// The region.
+    pub memory: MemRange,
+    /// The doorbell SPI.
+    pub doorbell: u32,
 }
 
 impl GuestLayout {
@@ -184,6 +212,8 @@ impl GuestLayout {
             initrd: None,
             psci: Conduit::Hvc,
             vm_labels: Vec::new(),
+            virtio: Vec::new(),
+            service_ring: None,
         }
     }
 }
@@ -212,7 +242,12 @@ pub fn generate(
         layout.gic.regions(vcpus)[0].1.base
     );
     let console_name = layout.console.node_name();
-    let taken = [
+    let virtio_names: Vec<String> = layout
+        .virtio
+        .iter()
+        .map(|v| format!("virtio_mmio@{:x}", v.base))
+        .collect();
+    let mut taken = [
         "chosen",
         &memory_name,
         "reserved-memory",
@@ -223,7 +258,9 @@ pub fn generate(
         "apb-pclk",
         &console_name,
     ]
-    .map(ToString::to_string);
+    .map(ToString::to_string)
+    .to_vec();
+    taken.extend(virtio_names.iter().cloned());
     let devices = devices::Planner::new(&host, VGIC_PHANDLE, CLOCK_PHANDLE + 1, &taken).plan(vm)?;
 
     let mut w = Writer::new()?;
@@ -327,6 +364,28 @@ pub fn generate(
     w.strings("clock-names", &["uartclk", "apb_pclk"])?;
     w.end(console)?;
 
+    for (v, name) in layout.virtio.iter().zip(&virtio_names) {
+        let node = w.begin(name)?;
+        w.strings("compatible", &["virtio,mmio"])?;
+        w.regs(
+            "reg",
+            &[MemRange {
+                base: v.base,
+                size: VIRTIO_WINDOW,
+            }],
+        )?;
+        w.irqs(
+            "interrupts",
+            &[Irq {
+                kind: IrqKind::Spi,
+                number: v.spi,
+                flags: LEVEL_HIGH,
+            }],
+        )?;
+        w.empty("dma-coherent")?;
+        w.end(node)?;
+    }
+
     for node in &devices {
         w.copied(node)?;
     }
@@ -359,13 +418,21 @@ fn shared_memory(
         .iter()
         .filter_map(|s| Some((s, s.vms.iter().position(|&v| v == vm.index)?)))
         .collect();
-    if mine.is_empty() {
+    if mine.is_empty() && layout.service_ring.is_none() {
         return Ok(());
     }
     let parent = w.begin("reserved-memory")?;
     w.u32("#address-cells", 2)?;
     w.u32("#size-cells", 2)?;
     w.empty("ranges")?;
+    if let Some(ring) = layout.service_ring {
+        let node = w.begin(&format!("vsock@{:x}", ring.memory.base))?;
+        w.strings("compatible", &["tandem,vsock-service"])?;
+        w.regs("reg", &[ring.memory])?;
+        w.empty("no-map")?;
+        w.u32("tandem,doorbell", ring.doorbell)?;
+        w.end(node)?;
+    }
     for (s, at) in mine {
         let doorbell =
             s.doorbells
