@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use log::{error, info, warn};
-use platform::config::{HypervisorConfig, ModuleKind, OnCrash, ShmemConfig, VmConfig};
+use platform::config::{HypervisorConfig, ModuleKind, OnCrash, ShmemConfig, VmConfig, VsockDevice};
 use platform::guest_dt::{self, GuestLayout};
 use platform::{image, MemRange, Platform};
 use spin::{Mutex, Once};
@@ -31,6 +31,8 @@ use crate::guest::ptimer::{self, PhysTimer};
 use vgic::{
     AccessWidth, Effect as VgicEffect, EffectSink, GicVersion, ListRegister, Vgic, VgicConfig,
 };
+
+mod vsock;
 
 /// The SPI of each VM's virtual console in its DTB (no interrupt is delivered yet).
 const CONSOLE_SPI: u32 = guest_dt::CONSOLE_SPI;
@@ -117,6 +119,8 @@ struct Board {
     labels: Vec<String>,
     /// Every shared-memory region; `vms` index `HypervisorConfig::vms` (so `labels`).
     shmem: Vec<ShmemConfig>,
+    /// Every vsock device, indexed the same way.
+    vsock: Vec<VsockDevice>,
 }
 
 /// Builds every VM of `config` and loads its images. Boot CPU only. A VM that cannot be
@@ -133,7 +137,9 @@ pub fn setup(
         el2_owned: el2_owned.to_vec(),
         labels,
         shmem: config.shmem.clone(),
+        vsock: config.vsock.clone(),
     });
+    vsock::setup(&board.vsock);
     let mut vms = Vec::new();
     let mut vmids = stage2::VmidAllocator::new();
     let unclean: Vec<Vec<MemRange>> = config
@@ -194,6 +200,7 @@ pub fn setup(
         );
     }
     VMS.call_once(|| vms);
+    vsock::report();
     for vm in VMS.get().into_iter().flatten() {
         if let Err(why) = load(vm) {
             error!("vm {}: not started: {why}", vm.config.label);
@@ -426,8 +433,12 @@ fn build(
     for shmem in board.shmem.iter().filter(|s| s.vms.contains(&config.index)) {
         map(&shmem.memory, Stage2Attrs::NORMAL_RWX, &shmem.node)?;
     }
+    // The vsock rings the VM serves; the driver's register window stays unmapped (trapped).
+    for v in board.vsock.iter().filter(|v| v.service == config.index) {
+        map(&v.memory, Stage2Attrs::NORMAL_RWX, &v.node)?;
+    }
     let console_base = console_address(&board.platform, &config);
-    let vgic = virtual_gic(&board.platform, &config, &board.shmem)?;
+    let vgic = virtual_gic(board, &config)?;
     if let (
         Some(_),
         platform::Gic::V2 {
@@ -473,11 +484,8 @@ fn build(
 /// A virtual GIC of the board's version at the host GIC's addresses, with the timers
 /// forwarded to each vCPU and the SPIs of the VM's devices forwarded to it (routed to
 /// vCPU 0 until the guest routes them). None when the hypervisor drives no GIC.
-fn virtual_gic(
-    platform: &Platform,
-    config: &VmConfig,
-    shmem: &[ShmemConfig],
-) -> Result<Option<VirtualGic>, String> {
+fn virtual_gic(board: &Board, config: &VmConfig) -> Result<Option<VirtualGic>, String> {
+    let platform = &board.platform;
     let vcpus = config.cpus.len();
     let (version, gicd, gicr) = match (&platform.gic, gic::version()) {
         (
@@ -525,7 +533,8 @@ fn virtual_gic(
     // Enough SPIs for the VM's devices and doorbells, in whole registers of 32.
     let highest = device_spis(config)
         .map(|(intid, _)| intid)
-        .chain(doorbells_of(config.index, shmem).map(|(_, intid)| intid))
+        .chain(doorbells_of(config.index, &board.shmem).map(|(_, intid)| intid))
+        .chain(vsock::spis_of(config.index, &board.vsock))
         .map(|intid| intid + 1)
         .max();
     let spis = highest.map_or(VGIC_SPIS, |h| (h - 32).next_multiple_of(32).max(VGIC_SPIS));
@@ -695,14 +704,12 @@ fn load(vm: &Vm) -> Result<(), String> {
     vm.psci.lock().reset();
     if let Some(vgic) = &vm.vgic {
         // A restarted VM finds its interrupt controller as after reset.
-        if let Ok(Some(fresh)) = BOARD
-            .get()
-            .map_or(Ok(None), |b| virtual_gic(&b.platform, &vm.config, &b.shmem))
-        {
+        if let Ok(Some(fresh)) = BOARD.get().map_or(Ok(None), |b| virtual_gic(b, &vm.config)) {
             *vgic.model.lock() = fresh.model.into_inner();
         }
         claim_device_spis(vm);
     }
+    vsock::vm_loading(vm);
     vm.cntvoff.store(sysreg::counter(), Ordering::Release);
     if let Some(slot) = vm.starts.first() {
         *slot.lock() = Some((plan.entry, dtb_at));
@@ -714,6 +721,7 @@ fn layout_for(vm: &Vm, board: &Board, initrd: Option<MemRange>) -> GuestLayout {
     let mut layout = GuestLayout::like_host(&board.platform, vm.console_base, CONSOLE_SPI);
     layout.initrd = initrd;
     layout.vm_labels = board.labels.clone();
+    vsock::add_to_layout(vm, &mut layout);
     layout
 }
 
@@ -1014,6 +1022,13 @@ fn sync(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
         0x20 => {
             count(vm, Exit::Abort);
             let far = frame.far;
+            // The fetch that failed is of the guest's own exception vectors: nothing it
+            // could be told would ever run. That is a crash, not an abort to reflect.
+            let vbar = vcpu::guest_vbar();
+            if frame.elr.wrapping_sub(vbar) < 0x800 {
+                let why = format!("its exception vectors at {vbar:#x} cannot be fetched");
+                return crash(vm, vcpu, frame, why);
+            }
             inject_into(
                 vm,
                 vcpu,
@@ -1161,6 +1176,18 @@ fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             return;
         }
     }
+    if let Ok(access) = abort.mmio() {
+        let value = access.write.then(|| access.write_value(&frame.x));
+        let width = access.size.bytes() as usize;
+        if let Some(read) = vsock::mmio(vm, access.ipa, width, value) {
+            count(vm, Exit::Mmio);
+            if !access.write {
+                access.apply_read(&mut frame.x, read);
+            }
+            frame.elr = frame.elr.wrapping_add(abort.instruction_len());
+            return;
+        }
+    }
     match abort.mmio() {
         Ok(access)
             if access.ipa >= vm.console_base && access.ipa < vm.console_base + vpl011::WINDOW =>
@@ -1302,7 +1329,7 @@ fn tandem_call(vm: &Vm, call: Hypercall) -> [u64; 4] {
     match call {
         Hypercall::Uid => hypercall::uid_registers(),
         Hypercall::Doorbell { base } => {
-            if ring(vm, base) {
+            if ring(vm, base) || vsock::service_rang(vm, base) {
                 [0; 4]
             } else {
                 [hypercall::INVALID_PARAMETERS as u64, 0, 0, 0]
@@ -1348,7 +1375,7 @@ fn ring(vm: &Vm, base: u64) -> bool {
 /// A guest fault that cannot be reflected to it: stop or restart the VM as its config says.
 fn crash(vm: &Vm, vcpu: usize, frame: &TrapFrame, why: String) {
     error!(
-        "vm {}: vcpu{vcpu} crashed: {why} (ELR {:#x}, ESR {:#x}, FAR {:#x})",
+        "vm {}: crashed (vcpu{vcpu}: {why}; ELR {:#x}, ESR {:#x}, FAR {:#x})",
         vm.config.label, frame.elr, frame.esr, frame.far
     );
     match vm.config.on_crash {
@@ -1368,6 +1395,9 @@ fn report_exits(vm: &Vm) {
         vm.doorbells_rung.load(Ordering::Relaxed),
         vm.interrupts_injected.load(Ordering::Relaxed)
     );
+    if let Some(line) = vsock::stats_of(vm) {
+        info!("vm {}: {line}", vm.config.label);
+    }
 }
 
 fn flush_console(vm: &Vm) {
@@ -1384,6 +1414,7 @@ fn stop(vm: &Vm, reason: &str) {
     }
     flush_console(vm);
     info!("vm {}: stopped ({reason})", vm.config.label);
+    vsock::vm_stopped(vm);
     report_exits(vm);
     kick_vcpus(vm);
     let all = VMS

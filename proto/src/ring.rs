@@ -382,6 +382,11 @@ pub mod raw {
             Self { base, len }
         }
 
+        /// Where the region starts.
+        pub fn base(&self) -> *mut u8 {
+            self.base
+        }
+
         fn counter(&self, offset: usize) -> &AtomicU32 {
             assert!(offset.is_multiple_of(4) && offset + 4 <= self.len);
             // SAFETY: in bounds and aligned (checked above; the base is 64-byte aligned),

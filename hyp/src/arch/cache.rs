@@ -24,6 +24,21 @@ pub fn clean_to_poc(start: usize, len: usize) {
     unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
 }
 
+/// Cleans and invalidates `[start, start + len)` to the point of coherency: what this CPU
+/// wrote reaches memory, and its next read comes from memory, where a CPU running with
+/// caching off (a guest with its MMU off) writes.
+pub fn clean_invalidate_to_poc(start: usize, len: usize) {
+    let line = dcache_line();
+    let mut addr = start & !(line - 1);
+    while addr < start + len {
+        // SAFETY: clean and invalidate writes back dirty data first: nothing is lost.
+        unsafe { asm!("dc civac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+    // SAFETY: a barrier has no memory-safety effects.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
 /// Invalidates `[start, start + len)` to the point of coherency, dropping any line a
 /// previous owner of the memory (firmware) left there.
 ///

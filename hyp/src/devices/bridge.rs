@@ -1,0 +1,439 @@
+//! The vsock bridge: the driver VM's virtio socket device on one side, the service VM's
+//! record rings on the other.
+//!
+//! Linux drives a [`Vsock`] device (its virtqueues are walked here, in EL2, over its own
+//! memory only); every stream connection it opens to the service's port becomes records on
+//! the ring to the service ([`Kind::Open`], [`Kind::Data`], [`Kind::Shutdown`],
+//! [`Kind::Reset`]), and the service's records come back the other way ([`Kind::Listen`],
+//! [`Kind::Accept`], data, shutdown, reset). Pure: the glue passes in Linux's memory and the
+//! ring region, and acts on the returned [`Outcome`] (interrupt levels, the doorbell).
+//!
+//! # Rules that keep either side from hurting the other
+//! - Every record the service writes is copied out of the ring before it is decoded
+//!   ([`Consumer::pop`]); a ring the service broke is left alone until it restarts, and
+//!   its connections are reset.
+//! - The bridge never waits for the service: when the ring to it is full, control records
+//!   wait in a bounded outbox and stream bytes stay in the device's per-connection
+//!   buffers, so Linux's credit runs out and it stops sending.
+//! - The bridge never waits for Linux either: response bytes the device cannot buffer
+//!   (Linux stopped reading) reset that connection rather than stall the service.
+
+use alloc::collections::{BTreeSet, VecDeque};
+use alloc::vec::Vec;
+
+use tandem_proto::ring::{
+    Consumer, Direction, Kind, Producer, Record, RingError, SharedMemory, MAX_PAYLOAD, MAX_RECORD,
+};
+use virtio::{AccessWidth, ConfigError, ConnId, Effect, Event, GuestMemory, Vsock, VsockConfig};
+
+/// Control records (open, shutdown, reset) that may wait for room on the ring to the
+/// service: a few per connection. Beyond it the oldest connection-level news would be lost,
+/// so the bridge resets the connection instead (counted).
+const OUTBOX_LIMIT: usize = 256;
+/// Calls of [`Vsock::process`] per bridge call while the device reports more work.
+const PROCESS_ROUNDS: usize = 8;
+
+/// What the glue must do after a bridge call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The device's interrupt line in the driver VM changed to this level.
+    pub driver_irq: Option<bool>,
+    /// Records were put on the ring to the service: raise its doorbell.
+    pub service_doorbell: bool,
+    /// The driver broke a virtqueue: the device now needs a reset (for the log).
+    pub needs_reset: bool,
+    /// The service broke its ring (for the log): it is ignored until it restarts.
+    pub ring_broken: Option<&'static str>,
+}
+
+/// Counters beyond the device's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BridgeStats {
+    /// Records put on the ring to the service.
+    pub records_to_service: u64,
+    /// Records taken from the service's ring.
+    pub records_from_service: u64,
+    /// Records from the service that made no sense (unknown connection, wrong kind).
+    pub bad_records: u64,
+    /// Connections reset because Linux stopped reading the service's answers, or the
+    /// outbox overflowed.
+    pub overflow_resets: u64,
+    /// Times the service broke its ring.
+    pub ring_breaks: u64,
+}
+
+/// One vsock device and its service's rings.
+#[derive(Debug)]
+pub struct Bridge {
+    device: Vsock,
+    to_service: Producer,
+    from_service: Consumer,
+    /// Control records waiting for room on the ring to the service.
+    outbox: VecDeque<Record>,
+    /// Connections with bytes from Linux still in the device, to forward.
+    backlog: BTreeSet<u32>,
+    /// Connections Linux shut down, whose `Shutdown` record waits for their backlog.
+    closing: BTreeSet<u32>,
+    /// Connections the service has heard of and not yet let go.
+    open: BTreeSet<u32>,
+    /// Ports the service listens on.
+    ports: BTreeSet<u32>,
+    /// Why the service's ring is ignored, until it restarts; or it is not running.
+    down: Option<&'static str>,
+    scratch: Vec<u8>,
+    stats: BridgeStats,
+}
+
+impl Bridge {
+    /// A bridge for a device set up by `config`, with a ring region of `region` bytes
+    /// (zeroed by the caller before the service starts). The service counts as down until
+    /// [`service_started`](Self::service_started).
+    pub fn new(config: VsockConfig, region: usize) -> Result<Self, BridgeError> {
+        Ok(Self {
+            device: Vsock::new(config).map_err(BridgeError::Config)?,
+            to_service: Producer::new(region, Direction::ToService)
+                .ok_or(BridgeError::RegionTooSmall(region))?,
+            from_service: Consumer::new(region, Direction::ToHypervisor)
+                .ok_or(BridgeError::RegionTooSmall(region))?,
+            outbox: VecDeque::new(),
+            backlog: BTreeSet::new(),
+            closing: BTreeSet::new(),
+            open: BTreeSet::new(),
+            ports: BTreeSet::new(),
+            down: Some("not started"),
+            scratch: alloc::vec![0; MAX_RECORD],
+            stats: BridgeStats::default(),
+        })
+    }
+
+    /// The device's counters.
+    pub fn device_stats(&self) -> virtio::Stats {
+        self.device.stats()
+    }
+
+    /// The bridge's own counters.
+    pub fn stats(&self) -> BridgeStats {
+        self.stats
+    }
+
+    /// Linux reads the device's register window.
+    pub fn mmio_read(&mut self, offset: u64, width: AccessWidth) -> u64 {
+        self.device.mmio_read(offset, width)
+    }
+
+    /// Linux writes the device's register window; a queue notification is worked at once.
+    pub fn mmio_write(
+        &mut self,
+        offset: u64,
+        width: AccessWidth,
+        value: u64,
+        mem: &mut impl GuestMemory,
+        ring: &mut impl SharedMemory,
+    ) -> Outcome {
+        let mut fx = Vec::new();
+        self.device.mmio_write(offset, width, value, &mut fx);
+        self.run(mem, ring, fx)
+    }
+
+    /// The service rang: take its records, and move whatever can move.
+    pub fn service_rang(
+        &mut self,
+        mem: &mut impl GuestMemory,
+        ring: &mut impl SharedMemory,
+    ) -> Outcome {
+        self.run(mem, ring, Vec::new())
+    }
+
+    /// The service stopped (crashed, powered off, or is restarting): every connection it had
+    /// is reset towards Linux, it listens on nothing, and its ring is ignored until
+    /// [`service_started`](Self::service_started).
+    pub fn service_stopped(
+        &mut self,
+        mem: &mut impl GuestMemory,
+        ring: &mut impl SharedMemory,
+        why: &'static str,
+    ) -> Outcome {
+        self.down = Some(why);
+        self.drop_service_side();
+        self.run(mem, ring, Vec::new())
+    }
+
+    /// The service (re)starts with the ring region zeroed: both rings start empty.
+    pub fn service_started(&mut self, ring: &mut impl SharedMemory) {
+        self.drop_service_side();
+        self.to_service.init(ring);
+        self.from_service.restart();
+        self.down = None;
+    }
+
+    /// The driver VM restarts: the device goes back to its reset state (no queue of the old
+    /// run is touched again) and the service hears that every connection was reset.
+    pub fn driver_restarted(
+        &mut self,
+        mem: &mut impl GuestMemory,
+        ring: &mut impl SharedMemory,
+    ) -> Outcome {
+        let mut fx = Vec::new();
+        self.device.reset(&mut fx);
+        self.run(mem, ring, fx)
+    }
+
+    fn drop_service_side(&mut self) {
+        for port in core::mem::take(&mut self.ports) {
+            self.device.unlisten(port);
+        }
+        for conn in core::mem::take(&mut self.open) {
+            // Gone already if Linux reset it first; either way it ends.
+            let _ = self.device.reset_connection(ConnId(conn));
+        }
+        self.outbox.clear();
+        self.backlog.clear();
+        self.closing.clear();
+    }
+
+    /// One round: the service's records, the device's queues, the device's events, the
+    /// ring to the service.
+    fn run(
+        &mut self,
+        mem: &mut impl GuestMemory,
+        ring: &mut impl SharedMemory,
+        mut fx: Vec<Effect>,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        self.take_from_service(ring, &mut out);
+        // Always once (the service's answers may be waiting for receive buffers, or Linux
+        // for credit), then again while the device stopped at its budget.
+        let mut rounds = 0;
+        loop {
+            let more = fx
+                .iter()
+                .any(|e| matches!(e, Effect::MoreWork | Effect::Notify(_)));
+            for e in fx.drain(..) {
+                match e {
+                    Effect::Interrupt(level) => out.driver_irq = Some(level),
+                    Effect::NeedsReset(_) => out.needs_reset = true,
+                    Effect::Notify(_) | Effect::MoreWork => {}
+                }
+            }
+            if (rounds > 0 && !more) || rounds == PROCESS_ROUNDS {
+                break;
+            }
+            rounds += 1;
+            self.device.process(mem, &mut fx);
+        }
+        self.take_events();
+        self.give_to_service(ring, &mut out);
+        out
+    }
+
+    /// Acts on every record the service published.
+    fn take_from_service(&mut self, ring: &mut impl SharedMemory, out: &mut Outcome) {
+        if self.down.is_some() {
+            return;
+        }
+        let mut buf = [0u8; MAX_RECORD];
+        loop {
+            let (record, payload) = match self.from_service.pop(ring, &mut buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(RingError::Corrupt(why)) => {
+                    self.ring_broke(why, out);
+                    return;
+                }
+                Err(_) => return,
+            };
+            self.stats.records_from_service += 1;
+            let conn = ConnId(record.conn);
+            match record.kind {
+                Kind::Listen => {
+                    self.device.listen(record.arg);
+                    self.ports.insert(record.arg);
+                }
+                Kind::Accept if self.open.contains(&record.conn) => {
+                    // An error means Linux gave up on it meanwhile; its Reset event follows.
+                    let _ = self.device.accept(conn);
+                }
+                Kind::Data if self.open.contains(&record.conn) => {
+                    match self.device.send(conn, payload) {
+                        Ok(n) if n == payload.len() => {}
+                        Ok(_) => {
+                            // Linux is not reading its answers: the connection goes, not
+                            // the service's time.
+                            self.stats.overflow_resets += 1;
+                            self.reset_both(record.conn);
+                        }
+                        // Linux receives no more, or the connection is going: its
+                        // Shutdown or Reset event tells the service.
+                        Err(_) => {}
+                    }
+                }
+                Kind::Shutdown if self.open.contains(&record.conn) => {
+                    let _ = self.device.close(conn);
+                    self.forget(record.conn);
+                }
+                Kind::Reset if self.open.contains(&record.conn) => {
+                    let _ = self.device.reset_connection(conn);
+                    self.forget(record.conn);
+                }
+                // Late news about a connection already over, or a kind the service does
+                // not send.
+                _ => self.stats.bad_records += 1,
+            }
+        }
+    }
+
+    fn ring_broke(&mut self, why: &'static str, out: &mut Outcome) {
+        self.stats.ring_breaks += 1;
+        out.ring_broken = Some(why);
+        self.down = Some(why);
+        self.drop_service_side();
+    }
+
+    fn forget(&mut self, conn: u32) {
+        self.open.remove(&conn);
+        self.backlog.remove(&conn);
+        self.closing.remove(&conn);
+    }
+
+    /// Resets `conn` towards Linux and tells the service.
+    fn reset_both(&mut self, conn: u32) {
+        let _ = self.device.reset_connection(ConnId(conn));
+        self.forget(conn);
+        self.queue(Record::new(Kind::Reset, conn));
+    }
+
+    fn queue(&mut self, record: Record) {
+        if self.outbox.len() < OUTBOX_LIMIT {
+            self.outbox.push_back(record);
+        } else {
+            // Only a service that stopped reading gets here: what it misses is a
+            // connection, which Linux sees reset.
+            self.stats.overflow_resets += 1;
+            let _ = self.device.reset_connection(ConnId(record.conn));
+            self.open.remove(&record.conn);
+        }
+    }
+
+    /// Turns the device's events into records (queued) and backlog.
+    fn take_events(&mut self) {
+        while let Some(event) = self.device.poll_event() {
+            match event {
+                Event::Request { conn, port, .. } => {
+                    if self.down.is_some() {
+                        let _ = self.device.refuse(conn);
+                    } else {
+                        self.open.insert(conn.0);
+                        self.queue(Record {
+                            kind: Kind::Open,
+                            conn: conn.0,
+                            arg: port,
+                        });
+                    }
+                }
+                Event::Readable { conn } if self.open.contains(&conn.0) => {
+                    self.backlog.insert(conn.0);
+                }
+                Event::Shutdown {
+                    conn, send: true, ..
+                } if self.open.contains(&conn.0) => {
+                    self.closing.insert(conn.0);
+                }
+                Event::Reset { conn } => {
+                    if self.open.contains(&conn.0) {
+                        self.forget(conn.0);
+                        self.queue(Record::new(Kind::Reset, conn.0));
+                    }
+                }
+                Event::Readable { .. }
+                | Event::Shutdown { .. }
+                | Event::Writable { .. }
+                | Event::Connected { .. } => {}
+            }
+        }
+    }
+
+    /// Fills the ring to the service: control records first, then stream bytes, then the
+    /// shutdowns that waited for those bytes.
+    fn give_to_service(&mut self, ring: &mut impl SharedMemory, out: &mut Outcome) {
+        if self.down.is_some() {
+            return;
+        }
+        while let Some(&record) = self.outbox.front() {
+            match self.to_service.push(ring, record, &[]) {
+                Ok(()) => {
+                    self.outbox.pop_front();
+                    self.stats.records_to_service += 1;
+                    out.service_doorbell = true;
+                }
+                Err(RingError::Corrupt(why)) => return self.ring_broke(why, out),
+                Err(_) => return,
+            }
+        }
+        let backlog: Vec<u32> = self.backlog.iter().copied().collect();
+        for conn in backlog {
+            loop {
+                let room = match self.to_service.room(ring) {
+                    Ok(room) => room.min(MAX_PAYLOAD),
+                    Err(RingError::Corrupt(why)) => return self.ring_broke(why, out),
+                    Err(_) => return,
+                };
+                if room == 0 {
+                    return;
+                }
+                let n = self
+                    .device
+                    .recv(ConnId(conn), &mut self.scratch[..room])
+                    .unwrap_or(0);
+                if n == 0 {
+                    self.backlog.remove(&conn);
+                    break;
+                }
+                if let Err(RingError::Corrupt(why)) =
+                    self.to_service
+                        .push(ring, Record::new(Kind::Data, conn), &self.scratch[..n])
+                {
+                    return self.ring_broke(why, out);
+                }
+                self.stats.records_to_service += 1;
+                out.service_doorbell = true;
+            }
+        }
+        let ready: Vec<u32> = self.closing.difference(&self.backlog).copied().collect();
+        for conn in ready {
+            match self
+                .to_service
+                .push(ring, Record::new(Kind::Shutdown, conn), &[])
+            {
+                Ok(()) => {
+                    self.closing.remove(&conn);
+                    self.stats.records_to_service += 1;
+                    out.service_doorbell = true;
+                }
+                Err(RingError::Corrupt(why)) => return self.ring_broke(why, out),
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Why a bridge could not be set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BridgeError {
+    /// The device's configuration was refused.
+    Config(ConfigError),
+    /// The ring region is smaller than the rings need.
+    RegionTooSmall(usize),
+}
+
+impl core::fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "{e}"),
+            Self::RegionTooSmall(n) => write!(
+                f,
+                "the ring region is {n} bytes; it needs at least {}",
+                tandem_proto::ring::MIN_REGION
+            ),
+        }
+    }
+}
