@@ -75,6 +75,9 @@ pub enum Input {
     GuestsDir,
     /// The xtask binary that runs the tests (`cargo xtask run` without cargo).
     Xtask,
+    /// The 32-byte key the secure guest signs with (`target/secure.key` unless the
+    /// vendor's `TANDEM_SECURE_KEY` names another).
+    SecureKey,
 }
 
 impl Input {
@@ -89,6 +92,7 @@ impl Input {
             Input::Disk => "TANDEM_DISK",
             Input::GuestsDir => "TANDEM_GUESTS_DIR",
             Input::Xtask => "TANDEM_XTASK",
+            Input::SecureKey => "TANDEM_SECURE_KEY_FILE",
         }
     }
 
