@@ -89,8 +89,13 @@ impl Bridge {
     /// (zeroed by the caller before the service starts). The service counts as down until
     /// [`service_started`](Self::service_started).
     pub fn new(config: VsockConfig, region: usize) -> Result<Self, BridgeError> {
+        Self::with_device(Vsock::new(config).map_err(BridgeError::Config)?, region)
+    }
+
+    /// A bridge over a device already made (the tests bring one up first).
+    fn with_device(device: Vsock, region: usize) -> Result<Self, BridgeError> {
         Ok(Self {
-            device: Vsock::new(config).map_err(BridgeError::Config)?,
+            device,
             to_service: Producer::new(region, Direction::ToService)
                 .ok_or(BridgeError::RegionTooSmall(region))?,
             from_service: Consumer::new(region, Direction::ToHypervisor)
@@ -435,5 +440,291 @@ impl core::fmt::Display for BridgeError {
                 tandem_proto::ring::MIN_REGION
             ),
         }
+    }
+}
+
+/// The virtio crate's fake Linux driver, for the tests.
+#[cfg(test)]
+#[path = "../../../virtio/tests/common/mod.rs"]
+mod linux;
+
+#[cfg(test)]
+mod tests {
+    use super::linux::{config, Driver, LinuxSocket};
+    use tandem_proto::ring::ByteMemory;
+    use virtio::mmio::offset;
+    use virtio::vsock::packet::{Op, SHUTDOWN_RCV, SHUTDOWN_SEND};
+    use virtio::vsock::TX_QUEUE;
+
+    use super::*;
+
+    const REGION: usize = 16 * 1024;
+    const PORT: u32 = 5000;
+
+    /// Linux (the fake driver, its device moved into the bridge), the ring region, and the
+    /// service's ends of the rings.
+    struct World {
+        linux: Driver,
+        bridge: Bridge,
+        region: Vec<u8>,
+        service_in: Consumer,
+        service_out: Producer,
+        irq: bool,
+        doorbells: usize,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let mut linux = Driver::new(config());
+            let device = core::mem::replace(&mut linux.dev, Vsock::new(config()).unwrap());
+            let mut world = Self {
+                linux,
+                bridge: Bridge::with_device(device, REGION).unwrap(),
+                region: vec![0; REGION],
+                service_in: Consumer::new(REGION, Direction::ToService).unwrap(),
+                service_out: Producer::new(REGION, Direction::ToHypervisor).unwrap(),
+                irq: false,
+                doorbells: 0,
+            };
+            world
+                .bridge
+                .service_started(&mut ByteMemory(&mut world.region));
+            world.service(
+                Record {
+                    kind: Kind::Listen,
+                    conn: 0,
+                    arg: PORT,
+                },
+                &[],
+            );
+            world
+        }
+
+        fn outcome(&mut self, out: Outcome) {
+            if let Some(level) = out.driver_irq {
+                self.irq = level;
+            }
+            if out.service_doorbell {
+                self.doorbells += 1;
+            }
+        }
+
+        /// The service writes a record and rings.
+        fn service(&mut self, record: Record, payload: &[u8]) {
+            self.service_out
+                .push(&mut ByteMemory(&mut self.region), record, payload)
+                .unwrap();
+            let out = self
+                .bridge
+                .service_rang(&mut self.linux.mem, &mut ByteMemory(&mut self.region));
+            self.outcome(out);
+        }
+
+        /// Everything on the ring to the service.
+        fn service_reads(&mut self) -> Vec<(Kind, u32, u32, Vec<u8>)> {
+            let mut got = Vec::new();
+            let mut buf = [0u8; MAX_RECORD];
+            let mut mem = ByteMemory(&mut self.region);
+            while let Some((r, payload)) = self.service_in.pop(&mut mem, &mut buf).unwrap() {
+                got.push((r.kind, r.conn, r.arg, payload.to_vec()));
+            }
+            got
+        }
+
+        /// Linux sends a packet and notifies the transmit queue.
+        fn linux_sends(&mut self, socket: &LinuxSocket, op: Op, payload: &[u8]) {
+            assert!(self.linux.queue_packet(&socket.header(op), payload));
+            let out = self.bridge.mmio_write(
+                offset::QUEUE_NOTIFY,
+                AccessWidth::Word,
+                u64::from(TX_QUEUE),
+                &mut self.linux.mem,
+                &mut ByteMemory(&mut self.region),
+            );
+            self.outcome(out);
+        }
+
+        /// Linux takes what the device put in its receive buffers.
+        fn linux_receives(&mut self, socket: &mut LinuxSocket) {
+            for (header, payload) in self.linux.receive() {
+                if socket.owns(&header) {
+                    socket.take(&header, &payload);
+                }
+            }
+        }
+
+        /// Linux connects; the service accepts. Returns the bridge's connection number.
+        fn connect(&mut self, socket: &mut LinuxSocket) -> u32 {
+            self.linux_sends(socket, Op::Request, &[]);
+            let got = self.service_reads();
+            let [(Kind::Open, conn, PORT, _)] = got[..] else {
+                panic!("the service got {got:?}, not one Open");
+            };
+            self.service(Record::new(Kind::Accept, conn), &[]);
+            self.linux_receives(socket);
+            assert!(socket.connected, "Linux got no RESPONSE");
+            conn
+        }
+    }
+
+    #[test]
+    fn a_conversation_goes_through_whole_and_in_order() {
+        let mut w = World::new();
+        let mut socket = LinuxSocket::new(49152, PORT, 64 * 1024);
+        let conn = w.connect(&mut socket);
+
+        // More than a record and more than the ring at once: it arrives whole, in order,
+        // as the service makes room.
+        let request: Vec<u8> = (0..12_000u32).map(|i| (i % 253) as u8).collect();
+        for chunk in request.chunks(4000) {
+            w.linux_sends(&socket, Op::Rw, chunk);
+        }
+        let mut got = Vec::new();
+        for _ in 0..16 {
+            for (kind, c, _, payload) in w.service_reads() {
+                assert_eq!((kind, c), (Kind::Data, conn));
+                assert!(payload.len() <= MAX_PAYLOAD);
+                got.extend(payload);
+            }
+            // The service rings after reading: the bridge moves the rest.
+            let out = w
+                .bridge
+                .service_rang(&mut w.linux.mem, &mut ByteMemory(&mut w.region));
+            w.outcome(out);
+        }
+        assert_eq!(got, request);
+
+        // The answer goes back to Linux.
+        w.service(Record::new(Kind::Data, conn), b"signed");
+        w.linux_receives(&mut socket);
+        assert_eq!(socket.received, b"signed");
+        assert!(w.irq, "Linux's interrupt is raised for its used buffers");
+
+        // Linux shuts down: the service hears Shutdown after the data, closes, and Linux
+        // sees the device's SHUTDOWN.
+        w.linux_sends(&socket, Op::Rw, b"last");
+        let mut shut = socket.header(Op::Shutdown);
+        shut.flags = SHUTDOWN_SEND | SHUTDOWN_RCV;
+        assert!(w.linux.queue_packet(&shut, &[]));
+        let out = w.bridge.mmio_write(
+            offset::QUEUE_NOTIFY,
+            AccessWidth::Word,
+            u64::from(TX_QUEUE),
+            &mut w.linux.mem,
+            &mut ByteMemory(&mut w.region),
+        );
+        w.outcome(out);
+        let got = w.service_reads();
+        assert_eq!(
+            got,
+            vec![
+                (Kind::Data, conn, 0, b"last".to_vec()),
+                (Kind::Shutdown, conn, 0, Vec::new())
+            ]
+        );
+        w.service(Record::new(Kind::Shutdown, conn), &[]);
+        assert!(w.doorbells > 0);
+        assert_eq!(w.bridge.stats().bad_records, 0);
+    }
+
+    #[test]
+    fn a_restarting_service_resets_linux_and_listens_again_only_when_told() {
+        let mut w = World::new();
+        let mut socket = LinuxSocket::new(49152, PORT, 64 * 1024);
+        w.connect(&mut socket);
+        let out =
+            w.bridge
+                .service_stopped(&mut w.linux.mem, &mut ByteMemory(&mut w.region), "crashed");
+        w.outcome(out);
+        w.linux_receives(&mut socket);
+        assert!(socket.reset, "Linux's connection was not reset");
+
+        // Down: a new connection is refused.
+        let mut next = LinuxSocket::new(49153, PORT, 64 * 1024);
+        w.linux_sends(&next, Op::Request, &[]);
+        w.linux_receives(&mut next);
+        assert!(next.reset && !next.connected);
+
+        // Up again with a zeroed region; it listens again and serves.
+        w.region.fill(0);
+        w.bridge.service_started(&mut ByteMemory(&mut w.region));
+        w.service_in.restart();
+        w.service_out = Producer::new(REGION, Direction::ToHypervisor).unwrap();
+        w.service(
+            Record {
+                kind: Kind::Listen,
+                conn: 0,
+                arg: PORT,
+            },
+            &[],
+        );
+        let mut again = LinuxSocket::new(49154, PORT, 64 * 1024);
+        w.connect(&mut again);
+    }
+
+    #[test]
+    fn a_broken_ring_is_left_alone_and_its_connections_reset() {
+        let mut w = World::new();
+        let mut socket = LinuxSocket::new(49152, PORT, 64 * 1024);
+        w.connect(&mut socket);
+        // The service publishes a head far beyond its ring.
+        ByteMemory(&mut w.region).store_release(REGION / 2, 0x7fff_0000);
+        let out = w
+            .bridge
+            .service_rang(&mut w.linux.mem, &mut ByteMemory(&mut w.region));
+        assert!(out.ring_broken.is_some());
+        w.outcome(out);
+        w.linux_receives(&mut socket);
+        assert!(socket.reset);
+        assert_eq!(w.bridge.stats().ring_breaks, 1);
+        // Ringing again changes nothing, and Linux's new connections are refused.
+        let out = w
+            .bridge
+            .service_rang(&mut w.linux.mem, &mut ByteMemory(&mut w.region));
+        assert_eq!(out.ring_broken, None);
+        let mut next = LinuxSocket::new(49153, PORT, 64 * 1024);
+        w.linux_sends(&next, Op::Request, &[]);
+        w.linux_receives(&mut next);
+        assert!(next.reset && !next.connected);
+    }
+
+    #[test]
+    fn a_linux_that_stops_reading_loses_its_connection_not_the_service() {
+        let mut w = World::new();
+        let mut socket = LinuxSocket::new(49152, PORT, 4096);
+        let conn = w.connect(&mut socket);
+        // Linux never reads: the device buffers what its credit and buffer allow, then the
+        // bridge resets the connection rather than hold the service's answers.
+        let answer = [0x5au8; MAX_PAYLOAD];
+        for _ in 0..64 {
+            w.service(Record::new(Kind::Data, conn), &answer);
+        }
+        assert_eq!(w.bridge.stats().overflow_resets, 1);
+        let got = w.service_reads();
+        assert!(got.contains(&(Kind::Reset, conn, 0, Vec::new())), "{got:?}");
+        w.linux_receives(&mut socket);
+        assert!(socket.reset);
+    }
+
+    #[test]
+    fn records_about_unknown_connections_are_counted_not_obeyed() {
+        let mut w = World::new();
+        w.service(Record::new(Kind::Data, 77), b"hello");
+        w.service(Record::new(Kind::Accept, 78), &[]);
+        w.service(Record::new(Kind::Open, 1), &[]);
+        assert_eq!(w.bridge.stats().bad_records, 3);
+        assert!(w.linux.receive().is_empty());
+    }
+
+    #[test]
+    fn a_restarting_driver_resets_the_services_connections() {
+        let mut w = World::new();
+        let mut socket = LinuxSocket::new(49152, PORT, 64 * 1024);
+        let conn = w.connect(&mut socket);
+        let out = w
+            .bridge
+            .driver_restarted(&mut w.linux.mem, &mut ByteMemory(&mut w.region));
+        w.outcome(out);
+        assert_eq!(w.service_reads(), vec![(Kind::Reset, conn, 0, Vec::new())]);
     }
 }
