@@ -312,6 +312,23 @@ fn table(out: &mut String, platform: &Platform, config: &HypervisorConfig) {
             members.join(", ")
         );
     }
+    for v in &config.vsock {
+        let label = |i: usize| config.vms.get(i).map_or("?", |vm| vm.label.as_str());
+        let _ = writeln!(
+            out,
+            "\nvsock {}\n  driver     {} (CID {}), device at {:#x}, SPI {}\n  service    {} (CID {}), rings {} ({}), doorbell SPI {}",
+            v.node,
+            label(v.driver),
+            v.driver_cid,
+            v.window,
+            v.driver_spi,
+            label(v.service),
+            v.service_cid,
+            range(v.memory),
+            size(v.memory.size),
+            v.service_spi
+        );
+    }
 }
 
 #[cfg(test)]
