@@ -78,7 +78,9 @@ fn monitor(socket: &Path, command: &str) -> String {
     let mut prompts = 0;
     let mut sent = false;
     while prompts < 2 {
-        let n = stream.read(&mut buf).unwrap_or_else(|e| panic!("monitor: {e}"));
+        let n = stream
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("monitor: {e}"));
         assert!(n > 0, "the monitor closed");
         seen.extend_from_slice(&buf[..n]);
         prompts = String::from_utf8_lossy(&seen).matches("(qemu)").count();

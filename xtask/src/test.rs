@@ -6,7 +6,8 @@
 //! `TANDEM_LINUX_IMAGE` (Debian's arm64 kernel `Image`, for tests that boot Linux),
 //! `TANDEM_INITRAMFS` (its busybox initramfs, `target/initramfs.cpio`), `TANDEM_DISK` (its
 //! ext4 disk image, `target/disk.img`), `TANDEM_GUESTS_DIR` (the test guests' Images,
-//! `<name>.bin`, built by `cargo xtask build`) and `TANDEM_XTASK` (this xtask binary, for
+//! `<name>.bin`, built by `cargo xtask build`), `TANDEM_SECURE_KEY_FILE` (the secure
+//! guest's 32-byte device key, to check its tags) and `TANDEM_XTASK` (this xtask binary, for
 //! tests of `cargo xtask run` itself).
 //! The command ends with cargo test's own summary: nothing is printed after it.
 
@@ -92,6 +93,10 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
         .env("TANDEM_INITRAMFS", absolute(&initramfs)?)
         .env("TANDEM_DISK", absolute(&disk)?)
         .env("TANDEM_GUESTS_DIR", absolute(&crate::guests::output_dir())?)
+        .env(
+            "TANDEM_SECURE_KEY_FILE",
+            absolute(&crate::guests::secure_key_path())?,
+        )
         .env("TANDEM_XTASK", absolute(&xtask)?);
     if std::env::var_os("RUST_BACKTRACE").is_none() {
         // A failure message already quotes the console; a backtrace only buries it.

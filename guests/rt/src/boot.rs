@@ -4,7 +4,8 @@ use core::fmt;
 
 use aarch64_cpu::registers::{CurrentEL, Readable, MPIDR_EL1};
 
-use crate::{console, heap, psci, Guest};
+use crate::heap::{self, HeapArea};
+use crate::{console, psci, Guest};
 
 /// The largest DTB the arm64 boot protocol allows.
 const MAX_DTB_SIZE: usize = 2 << 20;
@@ -43,7 +44,6 @@ impl Boot {
 pub(crate) extern "C" fn start(dtb_addr: usize, load_address: u64) -> ! {
     let dtb = dtb_slice(dtb_addr);
     console::init(dtb);
-    heap::init();
     // SAFETY: `__tandem_guest_main` is defined by the `guest!` macro, whose expansion has
     // exactly this signature; the linker refuses a guest that lacks it.
     unsafe { __tandem_guest_main(&Boot { dtb, load_address }) }
@@ -74,8 +74,10 @@ fn dtb_slice(addr: usize) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(addr as *const u8, size) }
 }
 
-/// Runs guest `G` on the boot vCPU and reports its verdict. Used by [`crate::guest!`].
-pub fn run<G: Guest>(boot: &Boot) -> ! {
+/// Runs guest `G` on the boot vCPU with `heap` as its heap, and reports its verdict. Used
+/// by [`crate::guest!`].
+pub fn run<G: Guest, const N: usize>(boot: &Boot, heap: &'static HeapArea<N>) -> ! {
+    heap::init(heap);
     crate::set_name(G::NAME);
     if CurrentEL.read(CurrentEL::EL) != 1 {
         crate::fail(format_args!(

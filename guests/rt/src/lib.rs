@@ -51,6 +51,7 @@ pub use boot::{mpidr, run, Boot, Failure};
 pub use exception::{
     call_wild, catch, set_irq_handler, set_sync_handler, Resolution, SyncException,
 };
+pub use heap::{HeapArea, DEFAULT_HEAP_SIZE};
 pub use smp::{start_cpu, StartError};
 
 /// A test guest.
@@ -58,17 +59,25 @@ pub trait Guest {
     /// The name in the `TEST PASS`/`TEST FAIL` markers.
     const NAME: &'static str;
 
+    /// Bytes of heap: an area of the image (so `image_size` grows with it), handed to the
+    /// allocator before `main` runs.
+    const HEAP_SIZE: usize = DEFAULT_HEAP_SIZE;
+
     /// The test, run on the boot vCPU. `Ok` passes it; `Err` fails it with that reason.
     fn main(boot: &Boot) -> Result<(), Failure>;
 }
 
-/// Makes `$guest` (a type implementing [`Guest`]) this program's guest.
+/// Makes `$guest` (a type implementing [`Guest`]) this program's guest, with a heap of
+/// its [`Guest::HEAP_SIZE`].
 #[macro_export]
 macro_rules! guest {
     ($guest:ty) => {
         #[unsafe(no_mangle)]
         fn __tandem_guest_main(boot: &$crate::Boot) -> ! {
-            $crate::run::<$guest>(boot)
+            #[unsafe(link_section = ".heap")]
+            static HEAP: $crate::HeapArea<{ <$guest as $crate::Guest>::HEAP_SIZE }> =
+                $crate::HeapArea::new();
+            $crate::run::<$guest, { <$guest as $crate::Guest>::HEAP_SIZE }>(boot, &HEAP)
         }
     };
 }
