@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tandem_tests::{scratch_dir, shipped_config, vm_bootargs, Input, Qemu, Session};
+use tandem_tests::{
+    dtb_with_fragment, guest_image, scratch_dir, shipped_config, vm_bootargs, Input, Qemu, Session,
+};
 
 /// Linux to user space and the service answering: 20-40 s of wall time under MTTCG.
 const SERVICE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -226,4 +228,104 @@ fn linux_uses_and_attacks_the_secure_service_gicv3() {
 #[ignore = "waits for tandem-client and the secure guest's service"]
 fn linux_uses_and_attacks_the_secure_service_gicv2() {
     secure_channel(2, "vsock-v2");
+}
+
+/// A hostile bare-metal guest in Linux's place breaks its vsock virtqueues every way it
+/// can (guests/vqhostile): each time the device ends in DEVICE_NEEDS_RESET and comes back
+/// after a reset, the hypervisor logs it, and the secure guest serving the device goes on.
+fn hostile_driver(gic: u8) {
+    let dir = scratch_dir(&format!("vsock-hostile-v{gic}"));
+    let hostile = guest_image("vqhostile").unwrap_or_else(|e| panic!("{e}"));
+    let secure = guest_image("secure").unwrap_or_else(|e| panic!("{e}"));
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    const HOSTILE_AT: u64 = 0x4e00_0000;
+    const SECURE_AT: u64 = 0x4900_0000;
+    let fragment = format!(
+        r#"
+/ {{
+    hypervisor {{
+        compatible = "tandem,hypervisor";
+        #address-cells = <2>;
+        #size-cells = <2>;
+        vm@0 {{
+            compatible = "tandem,vm";
+            label = "vqhostile";
+            cpus = <&{{/cpus/cpu@0}}>;
+            memory = <0x0 0x50000000 0x0 0x4000000>;
+            #address-cells = <2>;
+            #size-cells = <2>;
+            kernel@{HOSTILE_AT:x} {{
+                compatible = "multiboot,kernel", "multiboot,module";
+                reg = <0x0 {HOSTILE_AT:#x} 0x0 {:#x}>;
+            }};
+        }};
+        vm@1 {{
+            compatible = "tandem,vm";
+            label = "secure";
+            tandem,isolated;
+            cpus = <&{{/cpus/cpu@1}}>;
+            memory = <0x0 0x90000000 0x0 0x4000000>;
+            #address-cells = <2>;
+            #size-cells = <2>;
+            kernel@{SECURE_AT:x} {{
+                compatible = "multiboot,kernel", "multiboot,module";
+                reg = <0x0 {SECURE_AT:#x} 0x0 {:#x}>;
+            }};
+        }};
+        vsock@0 {{
+            compatible = "tandem,vsock";
+            vms = <&{{/hypervisor/vm@0}} &{{/hypervisor/vm@1}}>;
+            window = <0x0 0x0b000000>;
+            memory = <0x0 0x94100000 0x0 0x10000>;
+            spis = <48 102>;
+        }};
+    }};
+}};
+"#,
+        len(&hostile),
+        len(&secure)
+    );
+    let machine = Qemu::virt().gic(gic).cpus(2).mem("2G");
+    let dtb =
+        dtb_with_fragment(&machine, &dir, "vqhostile", &fragment).unwrap_or_else(|e| panic!("{e}"));
+    let session = machine
+        .dtb(&dtb)
+        .loader(&hostile, HOSTILE_AT)
+        .loader(&secure, SECURE_AT)
+        .spawn();
+    session
+        .wait_for("[vqhostile] TEST PASS vqhostile", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let output = session.output();
+    let answered = output.matches("needs reset, reset OK").count();
+    let logged = output
+        .matches("the driver broke a virtqueue: the device needs a reset")
+        .count();
+    if answered != 8 || logged < 8 {
+        panic!(
+            "{}",
+            session.failure(&format!(
+                "{answered} attacks answered with a reset, {logged} logged; want 8 each"
+            ))
+        );
+    }
+    for bad in ["tandem: panic", "tandem: exception", "vm secure: stopped"] {
+        if output.contains(bad) {
+            panic!("{}", session.failure(&format!("printed {bad:?}")));
+        }
+    }
+    let beats = output.matches("secure: heartbeat").count();
+    session
+        .wait_for_count("secure: heartbeat", beats + 2, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_hostile_driver_breaking_its_virtqueues_harms_nobody_gicv3() {
+    hostile_driver(3);
+}
+
+#[test]
+fn a_hostile_driver_breaking_its_virtqueues_harms_nobody_gicv2() {
+    hostile_driver(2);
 }

@@ -29,6 +29,11 @@ pub trait GuestMemory {
     /// Writes `value` little-endian to `addr` (2-byte aligned) with one single-copy-atomic
     /// 16-bit store, so the driver never sees half of a new used index.
     fn write_u16(&mut self, addr: IntermediatePhysAddr, value: u16) -> Result<(), MemoryError>;
+
+    /// Whether all of `[addr, addr + len)` is the VM's RAM. Every buffer a descriptor names
+    /// is checked with it when the chain is taken, so the device never acts on a chain
+    /// that lies even partly outside the driver's memory.
+    fn contains(&self, addr: IntermediatePhysAddr, len: u64) -> bool;
 }
 
 /// An access of guest memory that does not lie wholly inside the VM's RAM.
@@ -110,6 +115,10 @@ impl FakeMemory {
 }
 
 impl GuestMemory for FakeMemory {
+    fn contains(&self, addr: IntermediatePhysAddr, len: u64) -> bool {
+        usize::try_from(len).is_ok_and(|len| self.range(addr, len).is_ok())
+    }
+
     fn read(&self, addr: IntermediatePhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
         let range = self.range(addr, buf.len())?;
         buf.copy_from_slice(&self.bytes[range]);

@@ -413,6 +413,12 @@ impl SplitQueue {
             if addr.checked_add(u64::from(len)).is_none() {
                 return Err(QueueError::BufferWraps);
             }
+            if !mem.contains(IntermediatePhysAddr(addr), u64::from(len)) {
+                return Err(QueueError::Memory(MemoryError {
+                    addr: IntermediatePhysAddr(addr),
+                    len: u64::from(len),
+                }));
+            }
             segments.push(Segment {
                 addr,
                 len,
@@ -675,12 +681,23 @@ mod tests {
     #[test]
     fn rings_and_buffers_outside_ram_are_errors() {
         let mut rig = Rig::new(4);
+        // A buffer outside RAM, and one that starts inside and runs past the end: the
+        // chain is refused when it is taken, before anything reads it.
         rig.desc(0, 0x1000, 4, 0, 0);
         rig.offer(0);
-        let (_, segments) = rig.pop().unwrap().unwrap();
+        assert!(matches!(rig.pop(), Err(QueueError::Memory(_))));
+        let mut rig = Rig::new(4);
+        rig.desc(0, DATA, u32::MAX, 0, 0);
+        rig.offer(0);
+        assert!(matches!(rig.pop(), Err(QueueError::Memory(_))));
+        // Read past a chain's end by the device itself: refused too.
         let chain = Chain {
             head: 0,
-            segments: &segments,
+            segments: &[Segment {
+                addr: 0x1000,
+                len: 4,
+                writable: false,
+            }],
         };
         assert!(matches!(
             chain.read_at(&rig.mem, 0, &mut [0; 4]),

@@ -323,6 +323,10 @@ impl DriverMemory<'_> {
 }
 
 impl GuestMemory for DriverMemory<'_> {
+    fn contains(&self, addr: IntermediatePhysAddr, len: u64) -> bool {
+        usize::try_from(len).is_ok_and(|len| self.check(addr, len).is_ok())
+    }
+
     fn read(&self, addr: IntermediatePhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
         let at = self.check(addr, buf.len())?;
         // SAFETY: inside the driver VM's RAM (checked), which EL2 maps and which holds no
