@@ -51,5 +51,5 @@ fi
 
 # The toolchain itself is pinned in rust-toolchain.toml; make sure its targets are present.
 cd "$(dirname "$0")/.."
-rustup target add aarch64-unknown-none-softfloat aarch64-unknown-none >/dev/null
+rustup target add aarch64-unknown-none-softfloat aarch64-unknown-none aarch64-unknown-linux-musl >/dev/null
 rustup component add rustfmt clippy llvm-tools >/dev/null 2>&1 || rustup component add rustfmt clippy >/dev/null

@@ -41,7 +41,7 @@ fn boot(gic: u8, bootargs: &str, dir: &Path, monitor: &Path) -> Session {
         .mem("2G")
         .multithreaded()
         .virtio_devices(&disk)
-        .arg("-monitor")
+        .arg("-qmp")
         .arg(&format!("unix:{},server=on,wait=off", monitor.display()))
         .config(&shipped_config("virt"), &extra, dir)
         .unwrap_or_else(|e| panic!("{e}"))
@@ -67,41 +67,51 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Runs one command on QEMU's monitor and returns what it printed.
-fn monitor(socket: &Path, command: &str) -> String {
+/// Runs one QMP command on QEMU's control socket and returns its reply line.
+fn qmp(socket: &Path, command: &str) -> String {
     let mut stream =
         UnixStream::connect(socket).unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut seen = Vec::new();
+    let mut seen = String::new();
     let mut buf = [0u8; 4096];
-    // The banner ends with the first prompt; the command's output with the second.
-    let mut prompts = 0;
-    let mut sent = false;
-    while prompts < 2 {
-        let n = stream
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("monitor: {e}"));
-        assert!(n > 0, "the monitor closed");
-        seen.extend_from_slice(&buf[..n]);
-        prompts = String::from_utf8_lossy(&seen).matches("(qemu)").count();
-        if prompts == 1 && !sent {
-            stream
-                .write_all(format!("{command}\n").as_bytes())
-                .unwrap_or_else(|e| panic!("monitor: {e}"));
-            sent = true;
+    // The greeting, then the capabilities handshake's reply, then the command's.
+    let mut read_reply = |stream: &mut UnixStream, seen: &mut String| loop {
+        if let Some(end) = seen.find('\n') {
+            let line: String = seen.drain(..=end).collect();
+            if !line.contains("\"event\"") {
+                return line;
+            }
+            continue;
+        }
+        let n = stream.read(&mut buf).unwrap_or_else(|e| panic!("qmp: {e}"));
+        assert!(n > 0, "QMP closed the socket");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    };
+    read_reply(&mut stream, &mut seen);
+    for message in [r#"{"execute":"qmp_capabilities"}"#, command] {
+        stream
+            .write_all(format!("{message}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("qmp: {e}"));
+        let reply = read_reply(&mut stream, &mut seen);
+        assert!(reply.contains("\"return\""), "QMP {message}: {reply}");
+        if message == command {
+            return reply;
         }
     }
-    String::from_utf8_lossy(&seen).into_owned()
+    unreachable!()
 }
 
 /// Whether `needle` occurs in physical memory `[base, base + size)` of the machine.
 fn memory_holds(socket: &Path, dir: &Path, (base, size): (u64, u64), needle: &[u8]) -> bool {
     let file = dir.join(format!("mem-{base:x}.bin"));
-    monitor(
+    qmp(
         socket,
-        &format!("pmemsave {base:#x} {size:#x} {}", file.display()),
+        &format!(
+            r#"{{"execute":"pmemsave","arguments":{{"val":{base},"size":{size},"filename":"{}"}}}}"#,
+            file.display()
+        ),
     );
     let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let _ = std::fs::remove_file(&file);
@@ -111,7 +121,7 @@ fn memory_holds(socket: &Path, dir: &Path, (base, size): (u64, u64), needle: &[u
 
 fn secure_channel(gic: u8, name: &str) {
     let dir = scratch_dir(name);
-    let socket = dir.join("monitor.sock");
+    let socket = dir.join("qmp.sock");
     let session = boot(
         gic,
         "console=ttyAMA0 earlycon tandem.test=vsock,poweroff tandem.crash=1",
@@ -219,13 +229,11 @@ fn secure_channel(gic: u8, name: &str) {
 }
 
 #[test]
-#[ignore = "waits for tandem-client and the secure guest's service"]
 fn linux_uses_and_attacks_the_secure_service_gicv3() {
     secure_channel(3, "vsock-v3");
 }
 
 #[test]
-#[ignore = "waits for tandem-client and the secure guest's service"]
 fn linux_uses_and_attacks_the_secure_service_gicv2() {
     secure_channel(2, "vsock-v2");
 }

@@ -1,7 +1,8 @@
 //! The rich OS's initramfs, `target/initramfs.cpio`: an uncompressed `newc` cpio archive
-//! holding Debian's static busybox (`busybox-static:arm64`), a `/init` shell script, a
-//! `udhcpc` hook, and the kernel modules of Debian's arm64 kernel that the virtio-mmio
-//! disk, network and vsock devices and the disk's ext4 need.
+//! holding Debian's static busybox (`busybox-static:arm64`), `tandem-client` (built from
+//! `client/`, see [`crate::client`]), a `/init` shell script, a `udhcpc` hook, and the
+//! kernel modules of Debian's arm64 kernel that the virtio-mmio disk, network and vsock
+//! devices and the disk's ext4 need.
 //!
 //! The modules are named by what they are for ([`WANTED`]); what they need in turn comes
 //! from each module's own `.modinfo` (`depends=`, and the `softdep=` modules, found by name
@@ -9,7 +10,9 @@
 //!
 //! The archive is written here (no host `cpio` needed), with every timestamp 0 so the same
 //! inputs give the same bytes. It is rewritten only when its inputs change: a stamp file
-//! beside it holds a hash of the busybox binary, the scripts and every module it carries.
+//! beside it holds a hash of the busybox and tandem-client binaries, the scripts and every
+//! module it carries. The client is rebuilt by cargo first, so a change in `client/` (or
+//! `proto/`) changes its bytes and the archive follows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -17,21 +20,69 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::cmd::{self, bail, Error, Result};
-use crate::{debian, disk};
+use crate::{client, debian, disk};
 
 /// The kernel modules /init loads, by name: the virtio-mmio transport, the block, network
-/// and vsock drivers on it, and ext4 for the disk. Their dependencies are added from their
+/// and vsock drivers on it (`AF_VSOCK` itself, and the virtio transport for it that
+/// `tandem-client` needs), and ext4 for the disk. Their dependencies are added from their
 /// `.modinfo`, and everything is loaded dependencies first.
-const WANTED: [&str; 5] = [
+const WANTED: [&str; 7] = [
     "virtio_mmio",
     "virtio_blk",
     "virtio_net",
     "ext4",
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
     "vmw_vsock_virtio_transport",
 ];
 
 /// Bumped when the archive layout changes, so old archives are rebuilt.
-const FORMAT: &str = "tandem-initramfs 2";
+const FORMAT: &str = "tandem-initramfs 3";
+
+/// Where the client goes in the archive (on /init's PATH).
+const CLIENT_PATH: &str = "bin/tandem-client";
+
+/// Whether a `/dev/mem` probe reads or writes.
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// Memory Linux must not reach, which `tandem.test=vsock` touches through `/dev/mem` with
+/// busybox `devmem`: Linux's stage 2 maps nothing there, so the access must end in SIGBUS.
+struct DevmemProbe {
+    access: Access,
+    /// A physical address, 4-byte aligned.
+    address: u64,
+    /// What is there.
+    what: &'static str,
+}
+
+/// The probes, at the addresses of the default layout on QEMU virt (`configs/virt.dtsi`,
+/// booted by QEMU's loader as the tests do).
+const DEVMEM_PROBES: [DevmemProbe; 4] = [
+    DevmemProbe {
+        access: Access::Read,
+        address: 0x9000_0000,
+        what: "the secure guest's memory",
+    },
+    DevmemProbe {
+        access: Access::Write,
+        address: 0x9000_0000,
+        what: "the secure guest's memory",
+    },
+    DevmemProbe {
+        access: Access::Read,
+        address: 0x4020_0000,
+        what: "the hypervisor's image",
+    },
+    DevmemProbe {
+        access: Access::Read,
+        address: 0x9410_0000,
+        what: "the vsock rings shared by the hypervisor and the secure guest",
+    },
+];
 
 /// Where Debian's busybox `udhcpc` looks for its hook by default.
 const UDHCPC_SCRIPT: &str = "etc/udhcpc/default.script";
@@ -55,6 +106,12 @@ pub fn build() -> Result<PathBuf> {
         );
     }
 
+    let client_path = client::build()?;
+    let client = read(&client_path)?;
+    if client.len() < 4 || &client[..4] != b"\x7fELF" {
+        bail!("{} is not an ELF binary", client_path.display());
+    }
+
     let modules_dir = kernel.root.join("lib/modules").join(&kernel.release);
     let tree = ModuleTree::open(&modules_dir)?;
     let modules = tree.resolve(&WANTED)?;
@@ -65,6 +122,7 @@ pub fn build() -> Result<PathBuf> {
     let mut stamp = Fnv::new();
     stamp.add(FORMAT.as_bytes());
     stamp.add(&busybox);
+    stamp.add(&client);
     stamp.add(script.as_bytes());
     stamp.add(udhcpc.as_bytes());
     stamp.add(kernel.release.as_bytes());
@@ -105,6 +163,7 @@ pub fn build() -> Result<PathBuf> {
     cpio.char_device("dev/kmsg", 0o644, 1, 11);
     cpio.file("bin/busybox", 0o755, &busybox);
     cpio.symlink("bin/sh", "busybox");
+    cpio.file(CLIENT_PATH, 0o755, &client);
     cpio.file("init", 0o755, script.as_bytes());
     cpio.file(UDHCPC_SCRIPT, 0o755, udhcpc.as_bytes());
     let release_dir = format!("lib/modules/{}", kernel.release);
@@ -132,7 +191,7 @@ pub fn build() -> Result<PathBuf> {
         .map_err(|e| Error::new(format!("cannot write {}: {e}", stamp_file.display())))?;
     let names: Vec<&str> = order.iter().map(|rel| module_name(rel)).collect();
     eprintln!(
-        "xtask: wrote {} ({} KiB: busybox, /init, {} modules for {}: {})",
+        "xtask: wrote {} ({} KiB: busybox, tandem-client, /init, {} modules for {}: {})",
         cmd::pretty(&out),
         bytes.len() / 1024,
         modules.len(),
@@ -147,10 +206,27 @@ pub fn build() -> Result<PathBuf> {
 ///
 /// Every boot loads the modules, mounts the virtio disk on /mnt and asks QEMU's user
 /// network for a DHCP lease on eth0. `tandem.test=` on the kernel command line, a comma
-/// list, then decides what follows: `checks` prints `tandem-check:` lines for the tests
-/// (CPUs, RAM, interrupt counts, the disk's file, the lease) and then powers off unless
-/// `reboot` is also given; `poweroff` and `reboot` end the boot that way. Without it, a
-/// shell.
+/// list, then decides what follows, in this order:
+///
+/// - `checks` prints `tandem-check:` lines for the tests (CPUs, RAM, interrupt counts, the
+///   disk's file, the lease) and then powers off unless `reboot` is also given;
+/// - `vsock` exercises the secure guest's service with `tandem-client`, printing
+///   `tandem-test:` lines (`tests/tests/vsock.rs` reads them): it waits up to 60 s for
+///   `tandem-test: vsock service up` (or `... DOWN`, which ends the sequence); signs
+///   `/tmp/msg` (`sign <tag>  /tmp/msg`), verifies it (`verify good: ...`) and a copy with
+///   one byte changed (`verify tampered: ...`); runs every `tandem-client attack` (`attack
+///   KIND ok` or `FAILED`); touches each of [`DEVMEM_PROBES`] through `/dev/mem` (`devmem
+///   read 0x90000000: SIGBUS`, or `NOT BLOCKED (...)`); floods the service from 4
+///   connections for 5 s (`flood <client's line>`) while timing a `sleep 1` (`responsive
+///   during flood` when it took at most 3 s); prints `bench ...` for 200 requests and
+///   `stats <name>: <value>`; with `tandem.crash=1` also on the command line, makes the
+///   secure guest crash (`crash ...`) and signs every second for up to 60 s (`after crash
+///   first error: ...` for the first failure, then `recovered after crash: ...` or `NOT
+///   recovered after crash`); and ends with `tandem-test: vsock done`. Every wait is
+///   bounded. Alone, it leaves a shell afterwards;
+/// - `poweroff` and `reboot` end the boot that way.
+///
+/// Without `tandem.test=`, a shell.
 fn init_script(modules: &[String]) -> String {
     let (known_file, _) = disk::KNOWN_FILE;
     let mut s = String::from(
@@ -173,8 +249,11 @@ echo "tandem-init: user space up on $(nproc) CPUs, uptime $(cut -d ' ' -f 1 /pro
 echo "tandem-init: kernel $(uname -r)"
 echo "tandem-init: $(grep MemTotal /proc/meminfo)"
 
-# tandem.test=<list>: checks, poweroff, reboot (see xtask/src/initramfs.rs).
+# tandem.test=<list>: checks, vsock, poweroff, reboot; tandem.crash=1 makes the vsock test
+# crash the secure guest (see xtask/src/initramfs.rs).
 checks=
+vsock=
+crash=
 finish=
 for word in $(cat /proc/cmdline); do
     case "$word" in
@@ -182,11 +261,13 @@ for word in $(cat /proc/cmdline); do
         for t in $(echo "${word#tandem.test=}" | tr , ' '); do
             case "$t" in
             checks) checks=1 ;;
+            vsock) vsock=1 ;;
             poweroff | reboot) finish=$t ;;
-            *) echo "tandem-init: tandem.test: unknown '$t' (known: checks, poweroff, reboot)" ;;
+            *) echo "tandem-init: tandem.test: unknown '$t' (known: checks, vsock, poweroff, reboot)" ;;
             esac
         done
         ;;
+    tandem.crash=1) crash=1 ;;
     esac
 done
 if [ -n "$checks" ] && [ -z "$finish" ]; then
@@ -199,6 +280,25 @@ fi
     s.push_str(&modules.join(" "));
     s.push_str("\"\n");
     s.push_str(&format!("KNOWN_FILE={known_file}\n"));
+    s.push_str(
+        "# /dev/mem probes of tandem.test=vsock, access:address; each must end in SIGBUS.\n",
+    );
+    s.push_str("DEVMEM_PROBES=\"");
+    let probes: Vec<String> = DEVMEM_PROBES
+        .iter()
+        .map(|p| {
+            let access = match p.access {
+                Access::Read => "read",
+                Access::Write => "write",
+            };
+            format!("{access}:{:#x}", p.address)
+        })
+        .collect();
+    s.push_str(&probes.join(" "));
+    s.push_str("\"\n");
+    for (word, p) in probes.iter().zip(&DEVMEM_PROBES) {
+        s.push_str(&format!("#   {word}: {}\n", p.what));
+    }
     s.push_str(
         r#"dir=/lib/modules/$(uname -r)
 if [ -d "$dir" ]; then
@@ -291,6 +391,118 @@ if [ -n "$checks" ]; then
         echo "tandem-check: lease eth0 none"
     fi
     echo "tandem-check: done"
+fi
+
+# Hundredths of a second since boot: the clock of the bounded waits below.
+now_cs() {
+    awk '{ printf "%d\n", $1 * 100 }' /proc/uptime
+}
+
+# tandem.test=vsock: the secure guest's service through tandem-client. Each client call
+# has its own 5 s timeouts; `timeout` bounds it once more, so nothing here can hang.
+vsock_test() {
+    # 1. The service, within 60 s.
+    deadline=$(($(now_cs) + 6000))
+    until out=$(timeout 10 tandem-client --timeout 2 stats 2>&1); do
+        if [ "$(now_cs)" -ge "$deadline" ]; then
+            echo "tandem-test: vsock service DOWN: $out"
+            return
+        fi
+        sleep 1
+    done
+    echo "tandem-test: vsock service up"
+
+    # 2. Sign, verify, and verify a copy with one byte changed.
+    printf 'tandem says hello\n' > /tmp/msg
+    printf 'tandem says hellO\n' > /tmp/bad
+    out=$(timeout 30 tandem-client sign /tmp/msg 2>&1)
+    echo "tandem-test: sign $out"
+    tag=${out%% *}
+    echo "tandem-test: verify good: $(timeout 30 tandem-client verify /tmp/msg "$tag" 2>&1)"
+    echo "tandem-test: verify tampered: $(timeout 30 tandem-client verify /tmp/bad "$tag" 2>&1)"
+
+    # 3. Malformed input: each refused as it should be, and the service goes on.
+    for kind in garbage badlen short-verify unknown-op replay truncated; do
+        if timeout 60 tandem-client attack "$kind"; then
+            echo "tandem-test: attack $kind ok"
+        else
+            echo "tandem-test: attack $kind FAILED"
+        fi
+    done
+
+    # 4. Memory Linux must not reach: the access dies of SIGBUS (status 128 + 7).
+    for probe in $DEVMEM_PROBES; do
+        access=${probe%%:*}
+        addr=${probe#*:}
+        if [ "$access" = write ]; then
+            out=$(timeout 10 devmem "$addr" 32 0x5a5a5a5a 2>&1)
+        else
+            out=$(timeout 10 devmem "$addr" 2>&1)
+        fi
+        status=$?
+        if [ "$status" -eq 135 ]; then
+            echo "tandem-test: devmem $access $addr: SIGBUS"
+        else
+            echo "tandem-test: devmem $access $addr: NOT BLOCKED (status $status, output $out)"
+        fi
+    done
+
+    # 5. A flood from 4 connections for 5 s; meanwhile a `sleep 1` must not take 3 s.
+    timeout 60 tandem-client flood 5 4 > /tmp/flood.out &
+    flood=$!
+    sleep 1
+    t0=$(now_cs)
+    sleep 1
+    took=$(($(now_cs) - t0))
+    wait "$flood"
+    echo "tandem-test: flood $(cat /tmp/flood.out)"
+    if [ "$took" -le 300 ]; then
+        echo "tandem-test: responsive during flood (sleep 1 took ${took}0 ms)"
+    else
+        echo "tandem-test: NOT responsive during flood (sleep 1 took ${took}0 ms)"
+    fi
+
+    # 6. Latency, and the service's counters.
+    echo "tandem-test: $(timeout 120 tandem-client bench 200 2>&1)"
+    timeout 30 tandem-client stats 2>&1 | while read -r line; do
+        echo "tandem-test: stats $line"
+    done
+
+    # 7. tandem.crash=1: the secure guest faults on purpose, and must come back.
+    if [ -n "$crash" ]; then
+        if out=$(timeout 30 tandem-client crash 2>&1); then
+            echo "$out" | while read -r line; do echo "tandem-test: $line"; done
+            # The request that was in flight on another connection when it went down.
+            failed=
+            inflight=$(echo "$out" | sed -n 's/^crash: a request in flight on another connection failed: //p')
+            if [ -n "$inflight" ]; then
+                failed=1
+                echo "tandem-test: after crash first error: $inflight"
+            fi
+            deadline=$(($(now_cs) + 6000))
+            while :; do
+                if out=$(timeout 30 tandem-client sign /tmp/msg 2>&1); then
+                    echo "tandem-test: recovered after crash: $out"
+                    break
+                fi
+                if [ -z "$failed" ]; then
+                    failed=1
+                    echo "tandem-test: after crash first error: $out"
+                fi
+                if [ "$(now_cs)" -ge "$deadline" ]; then
+                    echo "tandem-test: NOT recovered after crash"
+                    break
+                fi
+                sleep 1
+            done
+        else
+            echo "tandem-test: crash FAILED: $out"
+        fi
+    fi
+}
+if [ -n "$vsock" ]; then
+    vsock_test
+    echo "tandem-test: vsock done"
 fi
 
 case "$finish" in
@@ -945,6 +1157,21 @@ mod tests {
         assert!(s.contains("poweroff -f") && s.contains("reboot -f"));
         assert!(s.contains("KNOWN_FILE=tandem.txt\n"));
         assert!(s.contains("tandem-check: done"));
+        assert!(s.contains(
+            "DEVMEM_PROBES=\"read:0x90000000 write:0x90000000 read:0x40200000 read:0x94100000\"\n"
+        ));
+        for marker in [
+            "vsock) vsock=1 ;;",
+            "tandem.crash=1) crash=1 ;;",
+            "tandem-test: vsock service up",
+            "tandem-test: attack $kind ok",
+            "tandem-test: devmem $access $addr: SIGBUS",
+            "tandem-test: responsive during flood",
+            "tandem-test: recovered after crash: ",
+            "tandem-test: vsock done",
+        ] {
+            assert!(s.contains(marker), "{marker}");
+        }
         assert!(udhcpc_script().contains("> \"/run/$interface.lease\""));
     }
 }

@@ -2,6 +2,7 @@
 
 mod build;
 mod check_config;
+mod client;
 mod cmd;
 mod debian;
 mod disk;
