@@ -126,8 +126,8 @@ pub(super) fn mmio(vm: &Vm, ipa: u64, width: usize, write: Option<u64>) -> Optio
         None => Some(bridge.mmio_read(offset, width)),
         Some(value) => {
             let out = bridge.mmio_write(offset, width, value, &mut mem, &mut *l.ring.lock());
-            drop(bridge);
             act(l, &out);
+            drop(bridge);
             Some(0)
         }
     }
@@ -145,8 +145,10 @@ pub(super) fn service_rang(vm: &Vm, base: u64) -> bool {
         return true;
     };
     let mut mem = DriverMemory(&driver.config.memory);
-    let out = l.bridge.lock().service_rang(&mut mem, &mut *l.ring.lock());
+    let mut bridge = l.bridge.lock();
+    let out = bridge.service_rang(&mut mem, &mut *l.ring.lock());
     act(l, &out);
+    drop(bridge);
     true
 }
 
@@ -164,15 +166,15 @@ pub(super) fn vm_loading(vm: &Vm) {
             let out = bridge.service_stopped(&mut mem, &mut *ring, "restarting");
             ring.zero(l.config.memory);
             bridge.service_started(&mut *ring);
-            drop((bridge, ring));
+            drop(ring);
             act(l, &out);
+            drop(bridge);
         }
         if l.config.driver == vm.config.index {
-            let out = l
-                .bridge
-                .lock()
-                .driver_restarted(&mut mem, &mut *l.ring.lock());
+            let mut bridge = l.bridge.lock();
+            let out = bridge.driver_restarted(&mut mem, &mut *l.ring.lock());
             act(l, &out);
+            drop(bridge);
         }
     }
 }
@@ -187,11 +189,10 @@ pub(super) fn vm_stopped(vm: &Vm) {
             continue;
         };
         let mut mem = DriverMemory(&driver.config.memory);
-        let out = l
-            .bridge
-            .lock()
-            .service_stopped(&mut mem, &mut *l.ring.lock(), "stopped");
+        let mut bridge = l.bridge.lock();
+        let out = bridge.service_stopped(&mut mem, &mut *l.ring.lock(), "stopped");
         act(l, &out);
+        drop(bridge);
     }
 }
 
@@ -230,7 +231,10 @@ pub(super) fn stats_of(vm: &Vm) -> Option<String> {
 }
 
 /// Carries out a bridge call's outcome: the driver's interrupt level, the service's
-/// doorbell, and the log.
+/// doorbell, and the log. Called with the bridge still locked: two CPUs' outcomes then
+/// reach the vGIC in the order the device changed its line, so a level the device raised
+/// is never overwritten by an older "low" from another CPU (which lost Linux's interrupt
+/// under a flood).
 fn act(l: &Link, out: &Outcome) {
     // The rings and used indices are written before either side can be told of them.
     aarch64_cpu::asm::barrier::dsb(aarch64_cpu::asm::barrier::ISHST);
