@@ -238,6 +238,74 @@ fn linux_uses_and_attacks_the_secure_service_gicv2() {
     secure_channel(2, "vsock-v2");
 }
 
+/// Linux reboots with connections busy (`tandem.test=midstream,reboot`, again on every
+/// boot): the secure guest neither restarts nor stops, and serves the next Linux as it
+/// served the first, with the same key.
+fn reboot_mid_stream(gic: u8) {
+    let dir = scratch_dir(&format!("vsock-reboot-v{gic}"));
+    let disk = Input::Disk.path().unwrap_or_else(|e| panic!("{e}"));
+    let session = Qemu::virt()
+        .gic(gic)
+        .cpus(4)
+        .mem("2G")
+        .multithreaded()
+        .virtio_devices(&disk)
+        .config(
+            &shipped_config("virt"),
+            &vm_bootargs(
+                "vm@0",
+                "console=ttyAMA0 earlycon tandem.test=midstream,reboot",
+            ),
+            &dir,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .spawn();
+    session
+        .wait_for_in_order(
+            &[
+                "tandem-test: mid-stream: 2 connections busy",
+                "vm linux: restarted (system-reset)",
+            ],
+            SERVICE_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    session
+        .wait_for_count("tandem-test: sign ", 2, SERVICE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let output = session.output();
+    let tags: Vec<&str> = output
+        .lines()
+        .filter_map(|l| l.split_once("tandem-test: sign ").map(|(_, t)| t.trim()))
+        .collect();
+    if tags.len() < 2 || tags[0] != tags[1] || tags[0].len() < 64 {
+        panic!(
+            "{}",
+            session.failure(&format!("the signatures before and after: {tags:?}"))
+        );
+    }
+    for bad in [
+        "vm secure: restarted",
+        "vm secure: crashed",
+        "vm secure: stopped",
+        "tandem: panic",
+        "tandem: exception",
+    ] {
+        if output.contains(bad) {
+            panic!("{}", session.failure(&format!("printed {bad:?}")));
+        }
+    }
+}
+
+#[test]
+fn linux_rebooting_mid_stream_leaves_the_secure_guest_alone_gicv3() {
+    reboot_mid_stream(3);
+}
+
+#[test]
+fn linux_rebooting_mid_stream_leaves_the_secure_guest_alone_gicv2() {
+    reboot_mid_stream(2);
+}
+
 /// A hostile bare-metal guest in Linux's place breaks its vsock virtqueues every way it
 /// can (guests/vqhostile): each time the device ends in DEVICE_NEEDS_RESET and comes back
 /// after a reset, the hypervisor logs it, and the secure guest serving the device goes on.

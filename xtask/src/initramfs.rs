@@ -224,6 +224,9 @@ pub fn build() -> Result<PathBuf> {
 ///   first error: ...` for the first failure, then `recovered after crash: ...` or `NOT
 ///   recovered after crash`); and ends with `tandem-test: vsock done`. Every wait is
 ///   bounded. Alone, it leaves a shell afterwards;
+/// - `midstream` waits for the service, signs `/tmp/msg` once, then leaves two connections
+///   flooding it in the background (`mid-stream: 2 connections busy`), so a `reboot` after
+///   it takes Linux down mid-stream;
 /// - `poweroff` and `reboot` end the boot that way.
 ///
 /// Without `tandem.test=`, a shell.
@@ -249,10 +252,11 @@ echo "tandem-init: user space up on $(nproc) CPUs, uptime $(cut -d ' ' -f 1 /pro
 echo "tandem-init: kernel $(uname -r)"
 echo "tandem-init: $(grep MemTotal /proc/meminfo)"
 
-# tandem.test=<list>: checks, vsock, poweroff, reboot; tandem.crash=1 makes the vsock test
+# tandem.test=<list>: checks, vsock, midstream, poweroff, reboot; tandem.crash=1 makes the vsock test
 # crash the secure guest (see xtask/src/initramfs.rs).
 checks=
 vsock=
+midstream=
 crash=
 finish=
 for word in $(cat /proc/cmdline); do
@@ -262,8 +266,9 @@ for word in $(cat /proc/cmdline); do
             case "$t" in
             checks) checks=1 ;;
             vsock) vsock=1 ;;
+            midstream) midstream=1 ;;
             poweroff | reboot) finish=$t ;;
-            *) echo "tandem-init: tandem.test: unknown '$t' (known: checks, vsock, poweroff, reboot)" ;;
+            *) echo "tandem-init: tandem.test: unknown '$t' (known: checks, vsock, midstream, poweroff, reboot)" ;;
             esac
         done
         ;;
@@ -400,17 +405,33 @@ now_cs() {
 
 # tandem.test=vsock: the secure guest's service through tandem-client. Each client call
 # has its own 5 s timeouts; `timeout` bounds it once more, so nothing here can hang.
-vsock_test() {
-    # 1. The service, within 60 s.
+# Waits up to 60 s for the secure guest's service; false when it never answers.
+vsock_wait() {
     deadline=$(($(now_cs) + 6000))
     until out=$(timeout 10 tandem-client --timeout 2 stats 2>&1); do
         if [ "$(now_cs)" -ge "$deadline" ]; then
             echo "tandem-test: vsock service DOWN: $out"
-            return
+            return 1
         fi
         sleep 1
     done
     echo "tandem-test: vsock service up"
+}
+
+# tandem.test=midstream: one signature, then connections busy in the background when the
+# boot's finish (reboot) comes, so Linux goes down mid-stream.
+vsock_midstream() {
+    vsock_wait || return
+    printf 'tandem says hello\n' > /tmp/msg
+    echo "tandem-test: sign $(timeout 30 tandem-client sign /tmp/msg 2>&1)"
+    tandem-client flood 60 2 > /dev/null 2>&1 &
+    sleep 2
+    echo "tandem-test: mid-stream: 2 connections busy"
+}
+
+vsock_test() {
+    # 1. The service, within 60 s.
+    vsock_wait || return
 
     # 2. Sign, verify, and verify a copy with one byte changed.
     printf 'tandem says hello\n' > /tmp/msg
@@ -503,6 +524,9 @@ vsock_test() {
 if [ -n "$vsock" ]; then
     vsock_test
     echo "tandem-test: vsock done"
+fi
+if [ -n "$midstream" ]; then
+    vsock_midstream
 fi
 
 case "$finish" in
