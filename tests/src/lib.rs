@@ -494,6 +494,14 @@ impl Qemu {
     pub fn dump_dtb(&self, out: &Path) -> Result<(), String> {
         let mut args = self.machine_args();
         args[1] = format!("{},dumpdtb={}", args[1], out.display());
+        if self.board == Board::Raspi4b {
+            // raspi4b has no DTB of its own: QEMU dumps Debian's as it patches it.
+            let dtb = match &self.dtb {
+                Some(dtb) => dtb.clone(),
+                None => Input::Rpi4Dtb.path()?,
+            };
+            args.extend(["-dtb".into(), dtb.display().to_string()]);
+        }
         if let Some(append) = &self.append {
             args.extend(["-append".into(), append.clone()]);
         }

@@ -215,7 +215,8 @@ pub fn build() -> Result<PathBuf> {
 ///   `tandem-test: vsock service up` (or `... DOWN`, which ends the sequence); signs
 ///   `/tmp/msg` (`sign <tag>  /tmp/msg`), verifies it (`verify good: ...`) and a copy with
 ///   one byte changed (`verify tampered: ...`); runs every `tandem-client attack` (`attack
-///   KIND ok` or `FAILED`); touches each of [`DEVMEM_PROBES`] through `/dev/mem` (`devmem
+///   KIND ok` or `FAILED`); touches each of [`DEVMEM_PROBES`] (or the comma list of
+///   `access:address` that `tandem.devmem=` gives, for another layout) through `/dev/mem` (`devmem
 ///   read 0x90000000: SIGBUS`, or `NOT BLOCKED (...)`); floods the service from 4
 ///   connections for 5 s (`flood <client's line>`) while timing a `sleep 1` (`responsive
 ///   during flood` when it took at most 3 s); prints `bench ...` for 200 requests and
@@ -257,6 +258,7 @@ echo "tandem-init: $(grep MemTotal /proc/meminfo)"
 checks=
 vsock=
 midstream=
+devmem=
 crash=
 finish=
 for word in $(cat /proc/cmdline); do
@@ -273,6 +275,7 @@ for word in $(cat /proc/cmdline); do
         done
         ;;
     tandem.crash=1) crash=1 ;;
+    tandem.devmem=*) devmem=$(echo "${word#tandem.devmem=}" | tr , ' ') ;;
     esac
 done
 if [ -n "$checks" ] && [ -z "$finish" ]; then
@@ -452,7 +455,7 @@ vsock_test() {
     done
 
     # 4. Memory Linux must not reach: the access dies of SIGBUS (status 128 + 7).
-    for probe in $DEVMEM_PROBES; do
+    for probe in ${devmem:-$DEVMEM_PROBES}; do
         access=${probe%%:*}
         addr=${probe#*:}
         if [ "$access" = write ]; then
