@@ -23,6 +23,7 @@
 //! | [`Op::Verify`] | a 32-byte tag, then the data | one byte: 1 valid, 0 not |
 //! | [`Op::Stats`] | empty | [`ServiceStats`], [`ServiceStats::LEN`] bytes |
 //! | [`Op::Crash`] | empty | none: a test build faults on purpose, others answer [`ErrorCode::NotAllowed`] |
+//! | [`Op::Attest`] | a 32-byte nonce | a [`Report`](crate::attest::Report) ([`Report::LEN`](crate::attest::Report::LEN) bytes), or [`ErrorCode::NotAllowed`] when the VM may not attest |
 
 use core::fmt;
 
@@ -51,6 +52,8 @@ pub enum Op {
     Verify = 2,
     /// The service's counters.
     Stats = 3,
+    /// A signed attestation report over the client's nonce.
+    Attest = 4,
     /// Fault on purpose (test builds only): shows how a crash is contained.
     Crash = 0x7f00,
 }
@@ -62,6 +65,7 @@ impl Op {
             1 => Self::Sign,
             2 => Self::Verify,
             3 => Self::Stats,
+            4 => Self::Attest,
             0x7f00 => Self::Crash,
             _ => return None,
         })
@@ -188,6 +192,11 @@ pub enum Request<'a> {
     Stats,
     /// Fault on purpose, where allowed.
     Crash,
+    /// Attest over `nonce`.
+    Attest {
+        /// The client's nonce.
+        nonce: &'a [u8; crate::attest::NONCE_LEN],
+    },
 }
 
 impl<'a> Request<'a> {
@@ -207,6 +216,9 @@ impl<'a> Request<'a> {
                 Ok(Self::Verify { tag, data })
             }
             Op::Stats if body.is_empty() => Ok(Self::Stats),
+            Op::Attest => Ok(Self::Attest {
+                nonce: body.try_into().map_err(|_| ErrorCode::BadRequest)?,
+            }),
             Op::Crash if body.is_empty() => Ok(Self::Crash),
             Op::Stats | Op::Crash => Err(ErrorCode::BadRequest),
         }
