@@ -140,6 +140,7 @@ fn virt_gicv3_reads_back_exactly() {
             service_cid: DEFAULT_SERVICE_CID,
         }],
         unclean_memory: Vec::new(),
+        attestation: None,
     };
     let config = report.config.unwrap();
     assert_eq!(config, expected);
@@ -569,4 +570,36 @@ fn bad_vsock() {
             "error: /hypervisor/vsock@5: window: [0xb001000, 0xb002000) is also vsock@4's window; give vsock@5 a page of its own",
         ],
     );
+}
+
+/// Attestation: a VM may ask for it only when the board has a device secret of 32 bytes;
+/// the secret never shows in the config's debug output.
+#[test]
+fn attestation_needs_a_device_secret() {
+    let (mut tree, reserve) = edit(&fixture("virt-gicv3-valid"));
+    tree.at("/hypervisor/vm@1").set("tandem,attestation", Vec::new());
+    let report = check(&build(&tree, &reserve, false), HYP_VIRT);
+    assert_eq!(
+        report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["/hypervisor/vm@1: tandem,attestation: the board has no device secret to derive the VM's identity from; give /hypervisor a tandem,device-secret (32 bytes), or remove tandem,attestation"]
+    );
+
+    tree.at("/hypervisor").set("tandem,device-secret", vec![7; 31]);
+    let report = check(&build(&tree, &reserve, false), HYP_VIRT);
+    assert_eq!(
+        report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "/hypervisor: tandem,device-secret: is 31 bytes; it must be 32; write 32 bytes, e.g. tandem,device-secret = [00 11 22 ... ff];",
+            "/hypervisor/vm@1: tandem,attestation: the board has no device secret to derive the VM's identity from; give /hypervisor a tandem,device-secret (32 bytes), or remove tandem,attestation",
+        ]
+    );
+
+    tree.at("/hypervisor").set("tandem,device-secret", vec![7; 32]);
+    let report = check(&build(&tree, &reserve, false), HYP_VIRT);
+    let config = report.config.expect("valid");
+    let attestation = config.attestation.as_ref().expect("attestation");
+    assert_eq!(attestation.vms, [1]);
+    assert_eq!(attestation.device_secret, [7; 32]);
+    assert!(!format!("{config:?}").contains("7, 7, 7"), "the secret is in Debug");
+    assert!(config.vms[1].canonical().contains("label=secure"));
 }

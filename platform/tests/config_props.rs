@@ -361,6 +361,7 @@ fn realise(plan: &Plan) -> (Vec<u8>, HypervisorConfig) {
             shmem,
             vsock: Vec::new(),
             unclean_memory: Vec::new(),
+            attestation: None,
         },
     )
 }

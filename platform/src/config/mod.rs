@@ -79,6 +79,27 @@ pub struct HypervisorConfig {
     /// these ranges is zeroed before the VM first boots; the rest is taken as clean, as
     /// zeroing a large VM's memory costs more boot time than the whole hypervisor may.
     pub unclean_memory: Vec<MemRange>,
+    /// Measured launch and attestation: the device secret and the VMs that may attest.
+    pub attestation: Option<Attestation>,
+}
+
+/// `tandem,device-secret` and the VMs with `tandem,attestation` (`docs/attestation.md`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Attestation {
+    /// The board's unique device secret: the root of every derived key. Never mapped into
+    /// a VM, and left out of `Debug`.
+    pub device_secret: [u8; 32],
+    /// Indices into `HypervisorConfig::vms` of the VMs that get their identity.
+    pub vms: Vec<usize>,
+}
+
+impl fmt::Debug for Attestation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attestation")
+            .field("device_secret", &"<secret>")
+            .field("vms", &self.vms)
+            .finish()
+    }
 }
 
 impl HypervisorConfig {
@@ -136,6 +157,23 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
+    /// The VM's configuration as the hypervisor understood it, as text that depends on
+    /// nothing else (not on where the boot loader put the images): what is measured at
+    /// launch as the VM's config digest.
+    pub fn canonical(&self) -> String {
+        let mut s = format!(
+            "label={}\ncpus={:?}\nmemory={:?}\nbootargs={:?}\non-crash={:?}\nisolated={}\n",
+            self.label, self.cpus, self.memory, self.bootargs, self.on_crash, self.isolated
+        );
+        for d in &self.devices {
+            s.push_str(&format!(
+                "device={} regs={:?} interrupts={:?}\n",
+                d.node, d.regs, d.interrupts
+            ));
+        }
+        s
+    }
+
     /// The module of `kind`, if the VM has one.
     pub fn module(&self, kind: ModuleKind) -> Option<&Module> {
         self.modules.iter().find(|m| m.kind == kind)

@@ -17,14 +17,16 @@ use crate::parse::{find_gic, interrupts, Tree};
 
 /// Properties every node may carry whatever the binding.
 const ANY_NODE: [&str; 4] = ["phandle", "linux,phandle", "name", "status"];
-const HYPERVISOR_PROPS: [&str; 4] = [
+const HYPERVISOR_PROPS: [&str; 5] = [
     "compatible",
     "#address-cells",
     "#size-cells",
     "tandem,unclean-memory",
+    "tandem,device-secret",
 ];
 /// `reg` on a `vm@` or `shmem@` node only gives dtc the unit address it expects; ignored.
-const VM_PROPS: [&str; 11] = [
+const VM_PROPS: [&str; 12] = [
+    "tandem,attestation",
     "reg",
     "compatible",
     "label",
@@ -106,6 +108,8 @@ pub(crate) struct VmDraft {
     pub bootargs: Option<String>,
     pub on_crash: OnCrash,
     pub isolated: bool,
+    /// `tandem,attestation`.
+    pub attestation: bool,
     pub modules: Vec<Module>,
 }
 
@@ -146,6 +150,8 @@ pub(crate) struct Draft {
     pub vsock: Vec<(ShmemDraft, VsockDraft)>,
     /// `tandem,unclean-memory`: RAM that may hold data when the hypervisor starts.
     pub unclean: Vec<MemRange>,
+    /// `tandem,device-secret`: the board's unique device secret, when given and valid.
+    pub device_secret: Option<[u8; 32]>,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<ConfigError>,
 }
@@ -189,6 +195,7 @@ pub(crate) fn read(tree: &Tree<'_, '_>, platform: &Platform) -> Option<Draft> {
     let unclean = cells
         .and_then(|bus| r.ranges(hypervisor, "tandem,unclean-memory", &bus))
         .unwrap_or_default();
+    let device_secret = r.device_secret(hypervisor);
     let mut vms = Vec::new();
     let mut shmem_nodes = Vec::new();
     let mut vsock_nodes = Vec::new();
@@ -233,6 +240,7 @@ pub(crate) fn read(tree: &Tree<'_, '_>, platform: &Platform) -> Option<Draft> {
         shmem,
         vsock,
         unclean,
+        device_secret,
         errors: r.errors,
         warnings: r.warnings,
     })
@@ -312,6 +320,33 @@ impl Reader<'_, '_, '_> {
             size_cells,
             ranges: None,
         })
+    }
+
+    /// `tandem,device-secret`: exactly 32 bytes (e.g. `[01 02 ...]` or eight cells).
+    fn device_secret(&mut self, i: usize) -> Option<[u8; 32]> {
+        let value = self.tree.prop(i, "tandem,device-secret")?;
+        match <[u8; 32]>::try_from(value) {
+            Ok(secret) if secret.iter().all(|&b| b == 0) => {
+                self.error(
+                    i,
+                    Some("tandem,device-secret"),
+                    "is all zeros".to_owned(),
+                    "give the board's own 32 random bytes (firmware or fuses provide them on real hardware)"
+                        .to_owned(),
+                );
+                None
+            }
+            Ok(secret) => Some(secret),
+            Err(_) => {
+                self.error(
+                    i,
+                    Some("tandem,device-secret"),
+                    format!("is {} bytes; it must be 32", value.len()),
+                    "write 32 bytes, e.g. tandem,device-secret = [00 11 22 ... ff];".to_owned(),
+                );
+                None
+            }
+        }
     }
 
     fn hypervisor_node(&mut self, i: usize) -> Option<Bus<'static>> {
@@ -424,6 +459,7 @@ impl Reader<'_, '_, '_> {
             bootargs: self.bootargs(i),
             on_crash,
             isolated: tree.prop(i, "tandem,isolated").is_some(),
+            attestation: tree.prop(i, "tandem,attestation").is_some(),
             modules,
         }
     }

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use super::read::{kind_name, problem, Draft, Sharing, ShmemDraft, VmDraft, VsockDraft, PAGE};
 use super::text::{clear_of, hex, range, ranges, some_of};
-use super::{ConfigError, HypervisorConfig, ShmemConfig, VmConfig, VsockDevice};
+use super::{Attestation, ConfigError, HypervisorConfig, ShmemConfig, VmConfig, VsockDevice};
 use crate::board::{IrqKind, MemRange, Platform};
 use crate::guest_dt::CONSOLE_SPI;
 use crate::parse::Tree;
@@ -209,6 +209,23 @@ pub(crate) fn validate(
         }
     }
 
+    let attested: Vec<usize> = vms
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.attestation)
+        .map(|(i, _)| i)
+        .collect();
+    if draft.device_secret.is_none() {
+        for v in vms.iter().filter(|v| v.attestation) {
+            c.error(
+                &v.path,
+                "tandem,attestation",
+                "the board has no device secret to derive the VM's identity from".to_owned(),
+                "give /hypervisor a tandem,device-secret (32 bytes), or remove tandem,attestation"
+                    .to_owned(),
+            );
+        }
+    }
     let (errors, warnings) = (c.errors, c.warnings);
     if !errors.is_empty() {
         return (None, errors, warnings);
@@ -261,6 +278,10 @@ pub(crate) fn validate(
             })
             .collect(),
         unclean_memory: draft.unclean,
+        attestation: draft.device_secret.map(|device_secret| Attestation {
+            device_secret,
+            vms: attested,
+        }),
     };
     (Some(config), errors, warnings)
 }
