@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tandem_proto::service::TAG_LEN;
 
+use crate::attest::Pins;
 use crate::conn::Endpoint;
 use crate::hex;
 
@@ -27,6 +28,13 @@ commands:
   attack KIND               send one kind of malformed input, check the refusal and that
                             the service still answers; KIND is one of
                             garbage, badlen, short-verify, unknown-op, replay, truncated
+  attest [--expect DIGEST] [--root PUBKEY] [--save FILE]
+                            ask for an attestation report over a fresh nonce, check its
+                            chain and print what it vouches for; exit 1 when it is refused,
+                            the image is not DIGEST or the device key is not PUBKEY (64 hex
+                            digits each); --save writes the report to FILE
+  attest --replay-from FILE check a saved report against a fresh nonce, as a replay would
+                            be: exit 1 when refused (the defence works), 0 when accepted
 
 options:
   --cid N          the secure guest's context id (default 3)
@@ -111,6 +119,18 @@ pub enum Command {
     },
     /// Send malformed input.
     Attack(Attack),
+    /// Fetch an attestation report and check it.
+    Attest {
+        /// What it must match beyond its chain.
+        pins: Pins,
+        /// Where to save the report as it came.
+        save: Option<PathBuf>,
+    },
+    /// Check a saved report as a replay: against a fresh nonce.
+    AttestReplay {
+        /// The saved report.
+        file: PathBuf,
+    },
 }
 
 /// A command line that cannot be followed; the text says why.
@@ -222,9 +242,51 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<(Endpoint, Comm
                 ),
             }
         }
+        "attest" => attest(operands)?,
         other => usage!("unknown command {other:?} (try --help)"),
     };
     Ok((endpoint, command))
+}
+
+/// The options of `attest`.
+fn attest(operands: Vec<OsString>) -> Result<Command, UsageError> {
+    let mut pins = Pins::default();
+    let mut save = None;
+    let mut replay_from = None;
+    let mut operands = operands.into_iter();
+    while let Some(option) = operands.next() {
+        let option = text(option)?;
+        let mut value = || {
+            operands
+                .next()
+                .ok_or_else(|| UsageError(format!("attest: {option} needs a value")))
+        };
+        let repeated = match option.as_str() {
+            "--expect" => pins.image.replace(key(&option, value()?)?).is_some(),
+            "--root" => pins.device_key.replace(key(&option, value()?)?).is_some(),
+            "--save" => save.replace(PathBuf::from(value()?)).is_some(),
+            "--replay-from" => replay_from.replace(PathBuf::from(value()?)).is_some(),
+            _ => usage!(
+                "attest: unknown option {option:?} (--expect, --root, --save, --replay-from)"
+            ),
+        };
+        if repeated {
+            usage!("attest: {option} given twice");
+        }
+    }
+    match replay_from {
+        Some(file) if pins == Pins::default() && save.is_none() => {
+            Ok(Command::AttestReplay { file })
+        }
+        Some(_) => usage!("attest: --replay-from takes no other option"),
+        None => Ok(Command::Attest { pins, save }),
+    }
+}
+
+/// The 32 bytes (a digest or a public key) that 64 hex digits give.
+fn key(what: &str, arg: OsString) -> Result<[u8; 32], UsageError> {
+    let arg = text(arg)?;
+    hex::decode::<32>(&arg).map_err(|e| UsageError(format!("attest: {what} {arg:?}: {e}")))
 }
 
 /// An argument that must be UTF-8 (everything but file names).
@@ -351,6 +413,65 @@ mod tests {
         assert_eq!(
             refusal("frobnicate"),
             "unknown command \"frobnicate\" (try --help)"
+        );
+    }
+
+    #[test]
+    fn attest_options() {
+        let digest = "ab".repeat(32);
+        let root = "CD".repeat(32);
+        assert_eq!(
+            command("attest"),
+            Command::Attest {
+                pins: Pins::default(),
+                save: None
+            }
+        );
+        assert_eq!(
+            command(&format!(
+                "--cid 4 attest --save /tmp/report --root {root} --expect {digest}"
+            )),
+            Command::Attest {
+                pins: Pins {
+                    image: Some([0xab; 32]),
+                    device_key: Some([0xcd; 32]),
+                },
+                save: Some("/tmp/report".into())
+            }
+        );
+        assert_eq!(
+            command("attest --replay-from /tmp/report"),
+            Command::AttestReplay {
+                file: "/tmp/report".into()
+            }
+        );
+    }
+
+    #[test]
+    fn attest_mistakes_are_named() {
+        let digest = "00".repeat(32);
+        assert_eq!(refusal("attest --save"), "attest: --save needs a value");
+        assert_eq!(
+            refusal("attest --expect abc"),
+            "attest: --expect \"abc\": 3 characters, not 64 hex digits"
+        );
+        assert!(refusal(&format!("attest --root {}x", "0".repeat(63)))
+            .ends_with("'x' at position 64 is not a hex digit"));
+        assert_eq!(
+            refusal(&format!("attest --expect {digest} --expect {digest}")),
+            "attest: --expect given twice"
+        );
+        assert_eq!(
+            refusal("attest now"),
+            "attest: unknown option \"now\" (--expect, --root, --save, --replay-from)"
+        );
+        assert_eq!(
+            refusal("attest --replay-from a --save b"),
+            "attest: --replay-from takes no other option"
+        );
+        assert_eq!(
+            refusal(&format!("attest --expect {digest} --replay-from a")),
+            "attest: --replay-from takes no other option"
         );
     }
 

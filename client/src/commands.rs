@@ -1,4 +1,4 @@
-//! The one-request commands: sign, verify, stats and crash.
+//! The one-request commands: sign, verify, stats and crash; and the error of every command.
 
 use std::fmt;
 use std::fs;
@@ -6,6 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use tandem_proto::attest::Report;
 use tandem_proto::service::{ErrorCode, Op, MAX_BODY, TAG_LEN};
 
 use crate::conn::{self, Conn, Endpoint, Reply};
@@ -30,6 +31,22 @@ pub enum Error {
         /// The most one request carries for this command.
         max: usize,
     },
+    /// A file cannot be written.
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A file that should hold a saved attestation report does not.
+    NotAReport {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: usize,
+    },
+    /// No nonce: the kernel's random source cannot be read.
+    Random(io::Error),
     /// Talking to the service failed.
     Service(conn::Error),
 }
@@ -50,6 +67,21 @@ impl fmt::Display for Error {
                 "{} is {len} bytes; one request carries at most {max}",
                 path.display()
             ),
+            Self::WriteFile { path, source } => {
+                write!(
+                    f,
+                    "cannot write {}: {}",
+                    path.display(),
+                    conn::describe(source)
+                )
+            }
+            Self::NotAReport { path, len } => write!(
+                f,
+                "{} holds {len} bytes, not a report of {}",
+                path.display(),
+                Report::LEN
+            ),
+            Self::Random(e) => write!(f, "cannot read /dev/urandom: {}", conn::describe(e)),
             Self::Service(e) => e.fmt(f),
         }
     }

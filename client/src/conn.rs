@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use tandem_proto::attest::{Report, NONCE_LEN};
 use tandem_proto::service::{
     ErrorCode, Header, Op, ServiceStats, ERROR, HEADER_LEN, MAGIC, MAX_BODY, RESPONSE, TAG_LEN,
 };
@@ -407,6 +408,18 @@ impl<S: Read + Write> Conn<S> {
         })
     }
 
+    /// The service's attestation report over `nonce`, decoded but not checked.
+    pub fn attest(&mut self, nonce: &[u8; NONCE_LEN]) -> Result<Report, Error> {
+        let body = self.call(Op::Attest, nonce)?;
+        Report::decode(&body).ok_or_else(|| {
+            Error::BadResponse(format!(
+                "a report of {} bytes, not {}",
+                body.len(),
+                Report::LEN
+            ))
+        })
+    }
+
     /// Sends a request with any `op` and `id` and waits for its answer, checking that it
     /// carries the same id and answers that op.
     pub fn exchange(&mut self, op: u16, id: u32, body: &[u8]) -> Result<Reply, Error> {
@@ -567,6 +580,32 @@ mod tests {
         assert_eq!(conn.sign(b"abc").unwrap(), [7; TAG_LEN]);
         assert!(!conn.verify(&[1; TAG_LEN], b"abc").unwrap());
         assert_eq!(conn.stats().unwrap().requests, 3);
+        service.join().unwrap();
+    }
+
+    #[test]
+    fn attest_sends_the_nonce_and_decodes_the_report_or_names_the_refusal() {
+        let (mut conn, service) = with_service(|mut s| {
+            let (h, body) = request(&mut s);
+            assert_eq!((h.op, body.as_slice()), (4, &[5; NONCE_LEN][..]));
+            let report = [7; Report::LEN];
+            s.write_all(&frame(RESPONSE | 4, h.id, &report)).unwrap();
+            let (h, _) = request(&mut s);
+            s.write_all(&frame(RESPONSE | 4, h.id, &[0; 3])).unwrap();
+            let (h, _) = request(&mut s);
+            s.write_all(&error(h.id, ErrorCode::NotAllowed, "no attestation"))
+                .unwrap();
+        });
+        let report = conn.attest(&[5; NONCE_LEN]).unwrap();
+        assert_eq!(report.encode(), [7; Report::LEN]);
+        assert_eq!(
+            conn.attest(&[5; NONCE_LEN]).unwrap_err().to_string(),
+            format!("bad response: a report of 3 bytes, not {}", Report::LEN)
+        );
+        assert_eq!(
+            conn.attest(&[5; NONCE_LEN]).unwrap_err().to_string(),
+            "the service refused: not allowed: no attestation"
+        );
         service.join().unwrap();
     }
 

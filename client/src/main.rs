@@ -3,17 +3,19 @@
 //! A static aarch64 binary in the rich OS's initramfs (`/bin/tandem-client`, put there by
 //! `xtask/src/initramfs.rs`). Besides the requests themselves (sign, verify, stats) it
 //! carries what the tests need: a benchmark, a flood from many connections, malformed
-//! input, and the test build's crash request. `--help` lists the commands.
+//! input, and the test build's crash request; and `attest`, a relying party's check of
+//! the secure guest's attestation report. `--help` lists the commands.
 //!
-//! Exit status: 0 done, 1 the answer was no (a tag INVALID, a check failed), 2 an error
-//! (bad usage, no service, a broken answer), said on standard error as
-//! `tandem-client: <what went wrong>`.
+//! Exit status: 0 done, 1 the answer was no (a tag INVALID, a check failed, a report
+//! refused), 2 an error (bad usage, no service, a broken answer), said on standard error
+//! as `tandem-client: <what went wrong>`.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod args;
 mod attack;
+mod attest;
 mod commands;
 mod conn;
 mod hex;
@@ -49,6 +51,8 @@ fn main() -> ExitCode {
             connections,
         } => load::flood(&endpoint, duration, connections),
         Command::Attack(kind) => Ok(attack::attack(&endpoint, kind)),
+        Command::Attest { pins, save } => attest::attest(&endpoint, &pins, save.as_deref()),
+        Command::AttestReplay { file } => attest::replay(&file),
     };
     result.unwrap_or_else(|e| {
         eprintln!("tandem-client: {e}");

@@ -11,6 +11,7 @@ pub mod bootargs;
 pub mod devices;
 pub mod esr;
 pub mod guest;
+pub mod measure;
 pub mod mm;
 
 #[cfg(target_os = "none")]

@@ -577,14 +577,16 @@ fn bad_vsock() {
 #[test]
 fn attestation_needs_a_device_secret() {
     let (mut tree, reserve) = edit(&fixture("virt-gicv3-valid"));
-    tree.at("/hypervisor/vm@1").set("tandem,attestation", Vec::new());
+    tree.at("/hypervisor/vm@1")
+        .set("tandem,attestation", Vec::new());
     let report = check(&build(&tree, &reserve, false), HYP_VIRT);
     assert_eq!(
         report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ["/hypervisor/vm@1: tandem,attestation: the board has no device secret to derive the VM's identity from; give /hypervisor a tandem,device-secret (32 bytes), or remove tandem,attestation"]
     );
 
-    tree.at("/hypervisor").set("tandem,device-secret", vec![7; 31]);
+    tree.at("/hypervisor")
+        .set("tandem,device-secret", vec![7; 31]);
     let report = check(&build(&tree, &reserve, false), HYP_VIRT);
     assert_eq!(
         report.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -594,12 +596,16 @@ fn attestation_needs_a_device_secret() {
         ]
     );
 
-    tree.at("/hypervisor").set("tandem,device-secret", vec![7; 32]);
+    tree.at("/hypervisor")
+        .set("tandem,device-secret", vec![7; 32]);
     let report = check(&build(&tree, &reserve, false), HYP_VIRT);
     let config = report.config.expect("valid");
     let attestation = config.attestation.as_ref().expect("attestation");
     assert_eq!(attestation.vms, [1]);
     assert_eq!(attestation.device_secret, [7; 32]);
-    assert!(!format!("{config:?}").contains("7, 7, 7"), "the secret is in Debug");
+    assert!(
+        !format!("{config:?}").contains("7, 7, 7"),
+        "the secret is in Debug"
+    );
     assert!(config.vms[1].canonical().contains("label=secure"));
 }

@@ -225,6 +225,16 @@ pub fn build() -> Result<PathBuf> {
 ///   first error: ...` for the first failure, then `recovered after crash: ...` or `NOT
 ///   recovered after crash`); and ends with `tandem-test: vsock done`. Every wait is
 ///   bounded. Alone, it leaves a shell afterwards;
+/// - `attest` checks the secure guest's attestation as a relying party: it waits for the
+///   service like `vsock`, runs `tandem-client attest --save /tmp/report`, with `--expect`
+///   and `--root` when the command line has `tandem.expect=<64 hex>` (the image digest,
+///   `cargo xtask measure`) and `tandem.root=<64 hex>` (the pinned device key), and prints
+///   each line of its output (`tandem-test: attest: verified ...`, `tandem-test: image:
+///   ...`) and then `attest exit <status>`; checks the saved report against a fresh nonce
+///   (`tandem-client attest --replay-from`: its lines, then `replay exit <status>`, where 1
+///   is the replay refused); with `tandem.wrong-expect=1`, runs it once more expecting an
+///   image of 64 zeros (`wrong expect exit <status>`); and ends with `tandem-test: attest
+///   done`. Every wait is bounded;
 /// - `midstream` waits for the service, signs `/tmp/msg` once, then leaves two connections
 ///   flooding it in the background (`mid-stream: 2 connections busy`), so a `reboot` after
 ///   it takes Linux down mid-stream;
@@ -253,10 +263,15 @@ echo "tandem-init: user space up on $(nproc) CPUs, uptime $(cut -d ' ' -f 1 /pro
 echo "tandem-init: kernel $(uname -r)"
 echo "tandem-init: $(grep MemTotal /proc/meminfo)"
 
-# tandem.test=<list>: checks, vsock, midstream, poweroff, reboot; tandem.crash=1 makes the vsock test
-# crash the secure guest (see xtask/src/initramfs.rs).
+# tandem.test=<list>: checks, vsock, attest, midstream, poweroff, reboot; tandem.crash=1 makes the
+# vsock test crash the secure guest; tandem.expect=, tandem.root= and tandem.wrong-expect=1 are
+# for the attest test (see xtask/src/initramfs.rs).
 checks=
 vsock=
+attest=
+attest_expect=
+attest_root=
+wrong_expect=
 midstream=
 devmem=
 crash=
@@ -268,13 +283,17 @@ for word in $(cat /proc/cmdline); do
             case "$t" in
             checks) checks=1 ;;
             vsock) vsock=1 ;;
+            attest) attest=1 ;;
             midstream) midstream=1 ;;
             poweroff | reboot) finish=$t ;;
-            *) echo "tandem-init: tandem.test: unknown '$t' (known: checks, vsock, midstream, poweroff, reboot)" ;;
+            *) echo "tandem-init: tandem.test: unknown '$t' (known: checks, vsock, attest, midstream, poweroff, reboot)" ;;
             esac
         done
         ;;
     tandem.crash=1) crash=1 ;;
+    tandem.expect=*) attest_expect=${word#tandem.expect=} ;;
+    tandem.root=*) attest_root=${word#tandem.root=} ;;
+    tandem.wrong-expect=1) wrong_expect=1 ;;
     tandem.devmem=*) devmem=$(echo "${word#tandem.devmem=}" | tr , ' ') ;;
     esac
 done
@@ -527,6 +546,50 @@ vsock_test() {
 if [ -n "$vsock" ]; then
     vsock_test
     echo "tandem-test: vsock done"
+fi
+
+# Prints each line of $1 as a tandem-test: line.
+test_lines() {
+    [ -n "$1" ] || return 0
+    printf '%s\n' "$1" | while IFS= read -r line; do
+        echo "tandem-test: $line"
+    done
+}
+
+# tandem.test=attest: the secure guest's attestation report, checked as a relying party
+# checks it (the chain, the pinned device key, the expected image), then replayed.
+attest_test() {
+    vsock_wait || return
+    set --
+    if [ -n "$attest_expect" ]; then
+        set -- "$@" --expect "$attest_expect"
+    fi
+    if [ -n "$attest_root" ]; then
+        set -- "$@" --root "$attest_root"
+    fi
+    rm -f /tmp/report
+    out=$(timeout 30 tandem-client attest --save /tmp/report "$@" 2>&1)
+    status=$?
+    test_lines "$out"
+    echo "tandem-test: attest exit $status"
+
+    # The saved report against a fresh nonce: a replay, which must be refused (exit 1).
+    out=$(timeout 30 tandem-client attest --replay-from /tmp/report 2>&1)
+    status=$?
+    test_lines "$out"
+    echo "tandem-test: replay exit $status"
+
+    if [ -n "$wrong_expect" ]; then
+        zeros=0000000000000000000000000000000000000000000000000000000000000000
+        out=$(timeout 30 tandem-client attest --expect "$zeros" 2>&1)
+        status=$?
+        test_lines "$out"
+        echo "tandem-test: wrong expect exit $status"
+    fi
+}
+if [ -n "$attest" ]; then
+    attest_test
+    echo "tandem-test: attest done"
 fi
 if [ -n "$midstream" ]; then
     vsock_midstream
@@ -1196,6 +1259,16 @@ mod tests {
             "tandem-test: responsive during flood",
             "tandem-test: recovered after crash: ",
             "tandem-test: vsock done",
+            "attest) attest=1 ;;",
+            "tandem.expect=*) attest_expect=${word#tandem.expect=} ;;",
+            "tandem.root=*) attest_root=${word#tandem.root=} ;;",
+            "tandem.wrong-expect=1) wrong_expect=1 ;;",
+            "tandem-client attest --save /tmp/report \"$@\"",
+            "tandem-test: attest exit $status",
+            "tandem-client attest --replay-from /tmp/report",
+            "tandem-test: replay exit $status",
+            "tandem-test: wrong expect exit $status",
+            "tandem-test: attest done",
         ] {
             assert!(s.contains(marker), "{marker}");
         }

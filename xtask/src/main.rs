@@ -10,6 +10,7 @@ mod fuzz;
 mod guests;
 mod image;
 mod initramfs;
+mod measure;
 mod prereq;
 mod qemu;
 mod test;
@@ -39,6 +40,9 @@ enum Command {
     CheckConfig(check_config::CheckConfigArgs),
     /// Build the libFuzzer targets in fuzz/ and run each for a bounded time.
     Fuzz(fuzz::FuzzArgs),
+    /// Build the guests and print the SHA-256 of one guest's Image (default: secure), the
+    /// digest its attestation certificate names (for `tandem-client attest --expect`).
+    Measure(measure::MeasureArgs),
     /// Download (once) Debian's arm64 kernel and busybox into target/debian/, build
     /// target/initramfs.cpio and target/disk.img, and print their paths.
     Fetch,
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::test(&args),
         Command::CheckConfig(args) => check_config::check_config(&args),
         Command::Fuzz(args) => fuzz::fuzz(&args).map(|_| ExitCode::SUCCESS),
+        Command::Measure(args) => measure::measure(&args).map(|_| ExitCode::SUCCESS),
         Command::Fetch => fetch().map(|_| ExitCode::SUCCESS),
     };
     match result {
