@@ -6,6 +6,10 @@
 //! through an [`Outbox`]. Each connection keeps an [`Assembler`] (its own copy of the
 //! stream, so every frame is checked in this guest's memory) and the last request id it
 //! answered.
+//!
+//! When the hypervisor gave the guest its attestation [`Handover`]
+//! ([`Service::set_handover`]), `Attest` is answered with a [`Report`] signed with the key
+//! its CDI gives; the CDI itself never leaves the service.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -17,6 +21,7 @@ use core::fmt;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tandem_proto::attest::{Handover, Report};
 use tandem_proto::ring::{Kind, Record, MAX_PAYLOAD};
 use tandem_proto::service::{
     error_frame, Assembler, ErrorCode, Frame, Header, Op, Request, ServiceStats, HEADER_LEN,
@@ -29,6 +34,13 @@ pub const KEY_LEN: usize = 32;
 pub const MAX_CONNECTIONS: usize = 16;
 /// Bytes of a connection's frame buffer.
 const ASSEMBLER_LEN: usize = HEADER_LEN + MAX_BODY;
+/// Bytes of an error answer (what [`error_frame`] writes into).
+const ERROR_LEN: usize = 128;
+/// Bytes of the longest result body: an attestation report.
+const MAX_RESULT: usize = Report::LEN;
+/// Bytes of the longest answer.
+const REPLY_LEN: usize = HEADER_LEN + MAX_RESULT;
+const _: () = assert!(REPLY_LEN >= ERROR_LEN, "an error answer must fit a reply");
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -95,7 +107,7 @@ struct Connection {
 
 /// A response, built in the service's memory before it is pushed.
 struct Reply {
-    bytes: [u8; 128],
+    bytes: [u8; REPLY_LEN],
     len: usize,
 }
 
@@ -104,16 +116,17 @@ impl Reply {
         &self.bytes[..self.len]
     }
 
-    /// A successful answer to request `op` with `id`.
+    /// A successful answer to request `op` with `id`; `body` is at most [`MAX_RESULT`]
+    /// bytes.
     fn result(op: Op, id: u32, body: &[u8]) -> Self {
         let header = Header {
             op: op as u16 | RESPONSE,
             flags: 0,
             id,
-            // At most ServiceStats::LEN bytes: fits.
+            // At most MAX_RESULT bytes: fits.
             len: body.len() as u32,
         };
-        let mut bytes = [0u8; 128];
+        let mut bytes = [0u8; REPLY_LEN];
         bytes[..HEADER_LEN].copy_from_slice(&header.encode());
         bytes[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
         Self {
@@ -124,8 +137,11 @@ impl Reply {
 
     /// An error answer to the request with `id`.
     fn error(id: u32, code: ErrorCode) -> Self {
-        let mut bytes = [0u8; 128];
-        let len = error_frame(id, code, explain(code), &mut bytes);
+        let mut bytes = [0u8; REPLY_LEN];
+        let frame = bytes
+            .first_chunk_mut::<ERROR_LEN>()
+            .unwrap_or_else(|| unreachable!("REPLY_LEN is at least ERROR_LEN"));
+        let len = error_frame(id, code, explain(code), frame);
         Self { bytes, len }
     }
 }
@@ -138,7 +154,7 @@ fn explain(code: ErrorCode) -> &'static str {
         ErrorCode::UnknownOp => "no such request",
         ErrorCode::BadRequest => "the body or flags do not fit the request",
         ErrorCode::Replay => "request id not above the last one answered",
-        ErrorCode::NotAllowed => "not served by this build",
+        ErrorCode::NotAllowed => "not served by this build or this VM",
         ErrorCode::Other => "error",
     }
 }
@@ -161,6 +177,8 @@ pub struct Service {
     stats: ServiceStats,
     anomalies: Anomalies,
     test_requests: TestRequests,
+    /// What `Attest` signs with, once the hypervisor handed it over.
+    handover: Option<Handover>,
 }
 
 impl Service {
@@ -174,7 +192,15 @@ impl Service {
             stats: ServiceStats::default(),
             anomalies: Anomalies::default(),
             test_requests,
+            handover: None,
         }
+    }
+
+    /// Gives the service the VM's attestation handover: from now on `Attest` is answered
+    /// with a report signed with the key its CDI gives (without one, with
+    /// [`ErrorCode::NotAllowed`]).
+    pub fn set_handover(&mut self, handover: Handover) {
+        self.handover = Some(handover);
     }
 
     /// What went wrong outside requests.
@@ -282,7 +308,10 @@ impl Service {
                 Frame::Incomplete if taken == 0 => break,
                 Frame::Incomplete => continue,
                 Frame::Complete(header, body) => answer(
-                    &self.mac,
+                    &Keys {
+                        mac: &self.mac,
+                        handover: self.handover.as_ref(),
+                    },
                     &mut self.stats,
                     &mut connection.last_id,
                     self.test_requests,
@@ -362,10 +391,19 @@ fn new_assembler() -> Option<Assembler<Vec<u8>>> {
     Assembler::new(buf)
 }
 
+/// What the service signs with.
+struct Keys<'a> {
+    /// HMAC-SHA256 keyed with the device key.
+    mac: &'a HmacSha256,
+    /// The attestation handover, when the VM has one.
+    handover: Option<&'a Handover>,
+}
+
 /// Answers one whole frame. Every request is counted in `stats` and gets exactly one
-/// answer (a `Crash` that is served gets none: the guest goes down instead).
+/// answer (a `Crash` that is served gets none: the guest goes down instead). An `Attest`
+/// answered with a report counts as a request only: [`ServiceStats`] has no field for it.
 fn answer(
-    mac: &HmacSha256,
+    keys: &Keys<'_>,
     stats: &mut ServiceStats,
     last_id: &mut Option<u32>,
     test_requests: TestRequests,
@@ -390,14 +428,14 @@ fn answer(
     Answer::Reply(match request {
         Request::Sign { data } => {
             stats.signed += 1;
-            let mut mac = mac.clone();
+            let mut mac = keys.mac.clone();
             mac.update(data);
             let tag: [u8; TAG_LEN] = mac.finalize().into_bytes().into();
             Reply::result(Op::Sign, id, &tag)
         }
         Request::Verify { tag, data } => {
             stats.verified += 1;
-            let mut mac = mac.clone();
+            let mut mac = keys.mac.clone();
             mac.update(data);
             // `verify_slice` compares in constant time.
             let valid = mac.verify_slice(tag).is_ok();
@@ -417,11 +455,15 @@ fn answer(
                 Reply::error(id, ErrorCode::NotAllowed)
             }
         },
-        // Not yet: the service holds no attestation handover.
-        Request::Attest { .. } => {
-            stats.errors += 1;
-            Reply::error(id, ErrorCode::NotAllowed)
-        }
+        Request::Attest { nonce } => match keys.handover {
+            Some(handover) => {
+                Reply::result(Op::Attest, id, &Report::sign(handover, nonce).encode())
+            }
+            None => {
+                stats.errors += 1;
+                Reply::error(id, ErrorCode::NotAllowed)
+            }
+        },
     })
 }
 
@@ -431,6 +473,8 @@ mod tests {
 
     use super::*;
     use std::vec;
+    use tandem_proto::attest::{field_text, AttestError, NONCE_LEN, SECRET_LEN};
+    use tandem_proto::service::ERROR;
 
     const KEY: [u8; KEY_LEN] = [0x0b; KEY_LEN];
 
@@ -669,6 +713,143 @@ mod tests {
         );
         assert_eq!(got[3].0.op, Op::Sign as u16 | RESPONSE);
         assert_eq!(service.stats.errors, 3);
+    }
+
+    /// A handover as the hypervisor would make it for an image whose digest is all `image`.
+    fn handover(image: u8) -> Handover {
+        Handover::make(
+            &[0x42; SECRET_LEN],
+            "secure",
+            [image; 32],
+            [2; 32],
+            "tandem test",
+            [3; 32],
+        )
+    }
+
+    fn attest(id: u32, nonce: &[u8]) -> Vec<u8> {
+        frame(Op::Attest as u16, id, nonce)
+    }
+
+    #[test]
+    fn attest_gives_a_report_over_the_nonce_naming_the_image() {
+        let mut service = Service::new(&KEY, TestRequests::Refused);
+        service.set_handover(handover(7));
+        let mut sink = Sink::default();
+        open(&mut service, &mut sink, 1);
+        let nonce = [0x5a; NONCE_LEN];
+        let got = frames(&exchange(&mut service, &mut sink, 1, &attest(1, &nonce)));
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            (got[0].0.op, got[0].0.id),
+            (Op::Attest as u16 | RESPONSE, 1)
+        );
+        let report = Report::decode(&got[0].1).expect("a report");
+        let certificate = report.verify(&nonce).expect("a report that verifies");
+        assert_eq!(certificate.image, [7; 32]);
+        assert_eq!(field_text(&certificate.label), "secure");
+        assert_eq!(report.device_key, handover(7).device_key);
+        assert_eq!(report.verify(&[0; NONCE_LEN]), Err(AttestError::Nonce));
+        // Counted as a request, and as nothing else.
+        assert_eq!(
+            service.stats,
+            ServiceStats {
+                requests: 1,
+                connections: 1,
+                ..ServiceStats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn attest_without_a_handover_is_not_allowed() {
+        let mut service = Service::new(&KEY, TestRequests::Refused);
+        let mut sink = Sink::default();
+        open(&mut service, &mut sink, 1);
+        let got = frames(&exchange(
+            &mut service,
+            &mut sink,
+            1,
+            &attest(1, &[1; NONCE_LEN]),
+        ));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.op, ERROR);
+        assert_eq!(error_code(&got[0].1), ErrorCode::NotAllowed);
+        assert_eq!((service.stats.requests, service.stats.errors), (1, 1));
+    }
+
+    #[test]
+    fn attest_with_a_nonce_of_the_wrong_size_is_a_bad_request() {
+        let mut service = Service::new(&KEY, TestRequests::Refused);
+        service.set_handover(handover(1));
+        let mut sink = Sink::default();
+        open(&mut service, &mut sink, 1);
+        let mut stream = attest(1, &[1; NONCE_LEN - 1]);
+        stream.extend(attest(2, &[]));
+        stream.extend(attest(3, &[1; NONCE_LEN + 1]));
+        stream.extend(attest(4, &[1; NONCE_LEN]));
+        let got = frames(&exchange(&mut service, &mut sink, 1, &stream));
+        let codes: Vec<_> = got[..3].iter().map(|f| error_code(&f.1)).collect();
+        assert_eq!(codes, [ErrorCode::BadRequest; 3]);
+        assert_eq!(got[3].0.op, Op::Attest as u16 | RESPONSE);
+        assert_eq!((service.stats.requests, service.stats.errors), (4, 3));
+    }
+
+    #[test]
+    fn the_cdi_is_in_no_record_the_service_pushes() {
+        let handover = handover(3);
+        let mut service = Service::new(&KEY, TestRequests::Refused);
+        service.set_handover(handover);
+        let mut sink = Sink::default();
+        service.listen(&mut sink).unwrap();
+        let mut pushed = sink.take();
+        let opened = Record {
+            kind: Kind::Open,
+            conn: 1,
+            arg: PORT,
+        };
+        service.on_record(opened, &[], 0, &mut sink);
+        let mut stream = attest(1, &[0; NONCE_LEN]);
+        // A client that sends the CDI's bytes as its nonce gets them back in the nonce
+        // field: this shows the search below finds what it looks for.
+        stream.extend(attest(2, &handover.cdi));
+        stream.extend(frame(Op::Sign as u16, 3, b"data"));
+        stream.extend(frame(Op::Verify as u16, 4, &[0; TAG_LEN]));
+        stream.extend(frame(Op::Stats as u16, 5, &[]));
+        stream.extend(frame(Op::Crash as u16, 6, &[]));
+        stream.extend(frame(0x1234, 7, &[]));
+        stream.extend(attest(8, &[0xff; NONCE_LEN - 1]));
+        stream.extend(attest(8, &[0xee; NONCE_LEN]));
+        service.on_record(record(Kind::Data, 1), &stream, 0, &mut sink);
+        // A header with no magic: answered, then the stream is shut.
+        service.on_record(record(Kind::Data, 1), &[0; HEADER_LEN], 0, &mut sink);
+        pushed.extend(sink.take());
+
+        let contains_cdi = |bytes: &[u8]| bytes.windows(SECRET_LEN).any(|w| w == handover.cdi);
+        let output: Vec<u8> = pushed.iter().flat_map(|(_, p)| p.clone()).collect();
+        let answers = frames(&output);
+        assert_eq!(answers.len(), 10, "every request answered");
+        // The one report whose nonce is the CDI's bytes carries them back, as the nonce.
+        let echoes: Vec<_> = answers
+            .iter()
+            .filter(|(_, body)| contains_cdi(body))
+            .collect();
+        assert_eq!(echoes.len(), 1);
+        assert_eq!(echoes[0].0.id, 2);
+        assert_eq!(&echoes[0].1[..NONCE_LEN], handover.cdi);
+        assert!(!contains_cdi(&echoes[0].1[NONCE_LEN..]));
+        // Nowhere else, in any record or across records.
+        let others: Vec<u8> = answers
+            .iter()
+            .filter(|(header, _)| header.id != 2)
+            .flat_map(|(header, body)| {
+                let mut bytes = header.encode().to_vec();
+                bytes.extend_from_slice(body);
+                bytes
+            })
+            .collect();
+        assert!(!contains_cdi(&others));
+        assert!(pushed.iter().all(|(_, p)| p.len() <= MAX_PAYLOAD));
     }
 
     #[test]

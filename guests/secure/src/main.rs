@@ -5,6 +5,10 @@
 //! counters. The key is embedded at build time (see `build.rs`) and never leaves the
 //! guest.
 //!
+//! When the VM has `tandem,attestation`, the hypervisor hands it its attestation identity
+//! at start (`TANDEM_ATTESTATION`, see `attestation.rs`), and `Attest` requests are
+//! answered with reports signed with the key it gives.
+//!
 //! It also prints a heartbeat every second of guest time. Between wake-ups it sleeps in WFI
 //! until its doorbell SPI or its virtual timer fires, so an idle secure guest costs its
 //! CPU nothing, and under `-icount` does not slow the other VMs' clocks. Without the ring
@@ -17,6 +21,7 @@
 
 extern crate alloc;
 
+mod attestation;
 mod channel;
 #[cfg(feature = "test-requests")]
 mod crash;
@@ -28,9 +33,11 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use tandem_guest_rt::gic::{self, Trigger};
 use tandem_guest_rt::timer::{self, Timer};
 use tandem_guest_rt::{irq, println, set_irq_handler, Boot, Failure, Guest};
+use tandem_proto::attest::Handover;
 use tandem_proto::ring::MAX_RECORD;
 use tandem_proto::service::PORT;
 
+use attestation::{ShortHex, Unavailable};
 use channel::{Channel, Region};
 use tandem_service::{Anomalies, Service, Step, TestRequests, KEY_LEN};
 
@@ -111,9 +118,33 @@ fn fault_on_request() {
 #[cfg(not(feature = "test-requests"))]
 fn fault_on_request() {}
 
-/// Sets up the channel over the ring region the device tree gives, and the doorbell SPI;
-/// `None` (after saying why) when there is none or it is unusable.
-fn start_service(boot: &Boot) -> Option<Serving> {
+/// Asks the hypervisor for the attestation handover and says what came of it (never the
+/// CDI).
+fn attestation() -> Option<Handover> {
+    match attestation::request() {
+        Ok((handover, certificate)) => {
+            println!(
+                "secure: attestation: image {}..., device key {}...",
+                ShortHex(&certificate.image),
+                ShortHex(&handover.device_key)
+            );
+            Some(handover)
+        }
+        Err(why @ Unavailable::NotProvided) => {
+            println!("secure: attestation: {why}");
+            None
+        }
+        Err(why) => {
+            println!("secure: attestation: {why}; Attest requests are refused");
+            None
+        }
+    }
+}
+
+/// Sets up the channel over the ring region the device tree gives, and the doorbell SPI,
+/// with a service that attests with `handover` when there is one; `None` (after saying
+/// why) when there is no ring region or it is unusable.
+fn start_service(boot: &Boot, handover: Option<Handover>) -> Option<Serving> {
     let region = match Region::find(boot.dtb()) {
         Ok(Some(region)) => region,
         Ok(None) => {
@@ -142,9 +173,13 @@ fn start_service(boot: &Boot) -> Option<Serving> {
     // SAFETY: the region is this VM's `no-map` reserved memory, shared only with the
     // hypervisor; nothing else in this guest touches it, and this is its only channel.
     let channel = unsafe { Channel::new(region) };
+    let mut service = Service::new(KEY, TEST_REQUESTS);
+    if let Some(handover) = handover {
+        service.set_handover(handover);
+    }
     let mut serving = Serving {
         channel,
-        service: Service::new(KEY, TEST_REQUESTS),
+        service,
         record: Box::new([0; MAX_RECORD]),
         doorbell,
     };
@@ -203,7 +238,8 @@ impl Guest for Secure {
             .and_then(|()| gic::enable(vtimer))
             .map_err(|e| format!("virtual timer INTID {vtimer}: {e}"))?;
 
-        let mut serving = start_service(boot);
+        let handover = attestation();
+        let mut serving = start_service(boot, handover);
         let mut anomalies = Anomalies::default();
         let period = timer::us_to_ticks(HEARTBEAT_MS * 1000);
         let mut next = Timer::Virtual.now().saturating_add(period);
