@@ -187,6 +187,20 @@ fn one_call(
         hypercall::TANDEM_DOORBELL => {
             assert_eq!(hypercall, Some(Hypercall::Doorbell { base: x[1] }))
         }
+        hypercall::TANDEM_BOOT_LOG => assert_eq!(
+            hypercall,
+            Some(Hypercall::BootLog {
+                buf: x[1],
+                len: x[2]
+            })
+        ),
+        hypercall::TANDEM_ATTESTATION => assert_eq!(
+            hypercall,
+            Some(Hypercall::Attestation {
+                buf: x[1],
+                len: x[2]
+            })
+        ),
         _ => assert_eq!(hypercall, None),
     }
     let call = psci::decode(x);
