@@ -31,7 +31,7 @@ const HYP_BASE: u64 = 0x4020_0000;
 /// UART at 0x09000000.
 const GIC_BASE: u64 = 0x0800_0000;
 const GIC_SIZE: u64 = 0x100_0000;
-/// Rounds of the hostile guest, each one attack of each of its 16 kinds, spread over
+/// Rounds of the hostile guest, each one attack of each of its 17 kinds, spread over
 /// `HOSTILE_DURATION_MS` of guest time (TCG keeps it close to wall time).
 const HOSTILE_ROUNDS: u64 = 200;
 const HOSTILE_DURATION_MS: u64 = 2_000;

@@ -9,6 +9,7 @@
 //! | stores and loads in its own free memory | complete, the value read back is the one written |
 //! | HVC and SMC with random function IDs and arguments | return; X4-X17 preserved (SMCCC 1.1); NOT_SUPPORTED (-1) for every ID outside PSCI and the Arm architecture service, and for those two wherever PSCI_FEATURES/SMCCC_ARCH_FEATURES says NOT_SUPPORTED |
 //! | `mrs`/`msr` of IMPLEMENTATION DEFINED registers (op0 3, CRn 11 or 15; HCR_EL2.TIDCP) and of EL2/EL3 registers | UNDEFINED: EC 0x00 at the instruction, no data in the destination |
+//! | `mrs` of random encodings of the ID register space (op0 3, op1 0, CRn 0) | a value, the same on a second read; or UNDEFINED; or EC 0x18 at the instruction (FEAT_IDST) |
 //! | `dc isw`/`csw`/`cisw` (trapped by HCR_EL2.TSW) | complete without effect |
 //! | branches to the same foreign and unmapped addresses | instruction abort: EC 0x21, IFSC 0x10, ELR = FAR = the target |
 //! | branches to misaligned addresses | PC alignment fault, EC 0x22 |
@@ -128,6 +129,7 @@ enum Kind {
     Smc,
     SysregImpDef,
     SysregEl2El3,
+    SysregIdRead,
     SetWay,
     BranchForeign,
     BranchMisaligned,
@@ -136,7 +138,7 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 16] = [
+    const ALL: [Kind; 17] = [
         Kind::VictimMemory,
         Kind::HypervisorImage,
         Kind::GicNotOwn,
@@ -148,6 +150,7 @@ impl Kind {
         Kind::Smc,
         Kind::SysregImpDef,
         Kind::SysregEl2El3,
+        Kind::SysregIdRead,
         Kind::SetWay,
         Kind::BranchForeign,
         Kind::BranchMisaligned,
@@ -168,6 +171,7 @@ impl Kind {
             Kind::Smc => "SMC random ID",
             Kind::SysregImpDef => "IMP DEF sysreg",
             Kind::SysregEl2El3 => "EL2/EL3 sysreg",
+            Kind::SysregIdRead => "ID space read",
             Kind::SetWay => "DC by set/way",
             Kind::BranchForeign => "wild branch",
             Kind::BranchMisaligned => "misaligned branch",
@@ -630,6 +634,44 @@ fn sysreg_access(rng: &mut XorShift64Star, reg: (u32, u32, u32, u32, u32)) -> Ve
     })
 }
 
+/// `mrs` of a random encoding of the ID register space (op0 3, op1 0, CRn 0, CRm 0-7):
+/// allocated or not, the read completes with the same value each time, or is UNDEFINED,
+/// or (FEAT_IDST) traps to EL1 as a system-register access (EC 0x18) at the instruction.
+/// Nothing else: no abort, no hang, no value that changes between two reads.
+fn id_space_read(rng: &mut XorShift64Star) -> Verdict {
+    const EC_SYSREG: u8 = 0x18;
+    let (crm, op2) = (rng.below(8) as u32, rng.below(8) as u32);
+    let insn = ops::mrs(3, 0, 0, crm, op2);
+    let name = move || format!("mrs S3_0_C0_C{crm}_{op2} ({insn:#010x})");
+    // SAFETY: a read of the ID space writes only x0, or takes an exception at it.
+    let (first, caught) = catch(|| unsafe { ops::run_instruction(insn, 0) });
+    match caught {
+        None => {
+            // SAFETY: as above.
+            let (again, caught) = catch(|| unsafe { ops::run_instruction(insn, 0) });
+            let mut problems = Vec::new();
+            if caught.is_some() {
+                problems.push("the second read faulted");
+            } else if again.x0 != first.x0 {
+                problems.push("the value changed between two reads");
+            }
+            Verdict::checked("a value, the same twice".to_string(), &problems, || {
+                format!("{}: {:#x} then {:#x}", name(), first.x0, again.x0)
+            })
+        }
+        Some(e) => {
+            let mut problems = Vec::new();
+            if e.class() != EC_UNKNOWN && e.class() != EC_SYSREG {
+                problems.push("wrong exception");
+            }
+            if e.elr != first.pc {
+                problems.push("ELR is not the instruction");
+            }
+            Verdict::checked(answer_of(&e), &problems, || format!("{}: {e}", name()))
+        }
+    }
+}
+
 fn random_impdef(rng: &mut XorShift64Star) -> (u32, u32, u32, u32, u32) {
     if rng.one_in(4) {
         return *rng.choose(&NAMED_IMPDEF).unwrap_or(&NAMED_IMPDEF[0]);
@@ -888,6 +930,7 @@ fn attack(kind: Kind, rng: &mut XorShift64Star, world: &World) -> Verdict {
             let reg = random_el2_el3(rng);
             sysreg_access(rng, reg)
         }
+        Kind::SysregIdRead => id_space_read(rng),
         Kind::SetWay => set_way(rng),
         Kind::BranchForeign => {
             let target = match rng.below(3) {
