@@ -179,18 +179,24 @@ pub(super) fn vm_loading(vm: &Vm) {
     }
 }
 
-/// The VM stopped for good: as a service, its connections are reset towards Linux.
+/// The VM stopped for good: as a service, its connections are reset towards Linux; as a
+/// driver, towards the service.
 pub(super) fn vm_stopped(vm: &Vm) {
-    for l in links()
-        .iter()
-        .filter(|l| l.config.service == vm.config.index)
-    {
+    for l in links() {
         let Some(driver) = vm_at(l.config.driver) else {
             continue;
         };
         let mut mem = DriverMemory(&driver.config.memory);
         let mut bridge = l.bridge.lock();
-        let out = bridge.service_stopped(&mut mem, &mut *l.ring.lock(), "stopped");
+        let out = if l.config.service == vm.config.index {
+            bridge.service_stopped(&mut mem, &mut *l.ring.lock(), "stopped")
+        } else if l.config.driver == vm.config.index {
+            // Linux is gone for good: its device is reset, so the service lets go of the
+            // connections it still held for it.
+            bridge.driver_restarted(&mut mem, &mut *l.ring.lock())
+        } else {
+            continue;
+        };
         act(l, &out);
         drop(bridge);
     }
