@@ -1,5 +1,6 @@
 //! `cargo xtask`: Tandem's one build driver (build the EL2 image, boot it in QEMU, run every test).
 
+mod bench;
 mod build;
 mod check_config;
 mod client;
@@ -43,6 +44,13 @@ enum Command {
     /// Build the guests and print the SHA-256 of one guest's Image (default: secure), the
     /// digest its attestation certificate names (for `tandem-client attest --expect`).
     Measure(measure::MeasureArgs),
+    /// Measure figures natively and under Tandem on QEMU virt with -icount (each experiment
+    /// twice) and write target/bench/report.md, report.json and ratios.svg.
+    Bench {
+        /// A short subset: guests/irq with fewer samples, no Linux boots.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Download (once) Debian's arm64 kernel and busybox into target/debian/, build
     /// target/initramfs.cpio and target/disk.img, and print their paths.
     Fetch,
@@ -57,6 +65,7 @@ fn main() -> ExitCode {
         Command::CheckConfig(args) => check_config::check_config(&args),
         Command::Fuzz(args) => fuzz::fuzz(&args).map(|_| ExitCode::SUCCESS),
         Command::Measure(args) => measure::measure(&args).map(|_| ExitCode::SUCCESS),
+        Command::Bench { quick } => bench::bench(quick).map(|_| ExitCode::SUCCESS),
         Command::Fetch => fetch().map(|_| ExitCode::SUCCESS),
     };
     match result {

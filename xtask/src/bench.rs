@@ -1,0 +1,1027 @@
+//! `cargo xtask bench [--quick]`: figures measured natively and under Tandem on QEMU virt
+//! with `-icount`, written to `target/bench/` as report.md, report.json and ratios.svg.
+//!
+//! Every QEMU runs with `-icount shift=0,align=off,sleep=off`: the guest's 1 GHz counter
+//! advances one tick per instruction, so a figure depends on the instructions executed, not
+//! on the host, and each experiment runs twice to show that it repeats. docs/benchmarks.md
+//! says what the figures mean, what they do not, and documents report.json.
+//!
+//! The experiments are driven from the outside, the way a user would: the native guest is
+//! QEMU itself, everything else is this xtask's own `run` command, and the figures are read
+//! from the console. Each console is kept in `target/bench/logs/`.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::build::{self, BuildArgs};
+use crate::cmd::{self, Error, Result};
+use crate::qemu::die_with_parent;
+use crate::{guests, prereq};
+
+/// The options that make guest time follow instructions (as `cargo xtask run --icount`).
+const ICOUNT: [&str; 4] = ["-icount", "shift=0,align=off,sleep=off", "-rtc", "clock=vm"];
+/// How many times each experiment runs: twice shows whether a figure repeats.
+const RUNS: usize = 2;
+/// guests/irq's machine: two CPUs (the SGI round trip needs a second), 1 GiB.
+const IRQ_CPUS: &str = "2";
+const IRQ_MACHINE_MEM: &str = "1G";
+/// The irq guest's arguments: its defaults for the full run, fewer samples for `--quick`.
+const IRQ_ARGS_FULL: &str = "mode=check";
+const IRQ_ARGS_QUICK: &str = "mode=check trips=200 deadlines=5 alarms=1";
+/// Linux's command line, natively and under Tandem alike (the same bytes boot the same
+/// way): the vsock sequence of the initramfs runs `tandem-client bench`.
+const LINUX_BOOTARGS: &str = "console=ttyAMA0 earlycon tandem.test=vsock";
+/// Host time an experiment may take before it counts as failed (TCG on a loaded machine).
+const IRQ_TIMEOUT: Duration = Duration::from_secs(180);
+const LINUX_TIMEOUT: Duration = Duration::from_secs(400);
+/// Console lines after which nothing useful comes.
+const HYPERVISOR_FAULTS: [&str; 2] = ["tandem: panic", "tandem: fatal:"];
+
+/// `cargo xtask bench`.
+pub fn bench(quick: bool) -> Result<()> {
+    prereq::ensure()?;
+    let artifacts = build::build(&BuildArgs::default())?;
+    let out_dir = cmd::target_dir().join("bench");
+    let logs = out_dir.join("logs");
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| Error::new(format!("cannot create {}: {e}", logs.display())))?;
+    let xtask = std::env::current_exe()
+        .map_err(|e| Error::new(format!("cannot find the xtask binary: {e}")))?;
+    let qemu_version = cmd::output(Command::new("qemu-system-aarch64").arg("--version"))?
+        .lines()
+        .next()
+        .unwrap_or("unknown")
+        .to_string();
+
+    let irq_args = if quick { IRQ_ARGS_QUICK } else { IRQ_ARGS_FULL };
+    let irq_dtsi = out_dir.join("irq.dtsi");
+    cmd::write_atomically(&irq_dtsi, irq_config(irq_args).as_bytes())?;
+    let irq_image = guests::output_dir().join("irq.bin");
+
+    let mut experiments = vec![
+        Experiment {
+            name: "irq-native",
+            what: "guests/irq natively (EL1, no hypervisor)",
+            command: native_irq_command(&irq_image, irq_args),
+            done: &["TEST PASS irq", "TEST FAIL irq"],
+            timeout: IRQ_TIMEOUT,
+        },
+        Experiment {
+            name: "irq-tandem",
+            what: "guests/irq in a VM under Tandem",
+            command: xtask_run(
+                &xtask,
+                &[
+                    "--cpus",
+                    IRQ_CPUS,
+                    "--mem",
+                    IRQ_MACHINE_MEM,
+                    "--config",
+                    &irq_dtsi.to_string_lossy(),
+                ],
+            ),
+            done: &["TEST PASS irq", "TEST FAIL irq"],
+            timeout: IRQ_TIMEOUT,
+        },
+    ];
+    if !quick {
+        experiments.push(Experiment {
+            name: "linux-native",
+            what: "Linux natively (EL1, no hypervisor)",
+            command: xtask_run(&xtask, &["--native", "--bootargs", LINUX_BOOTARGS]),
+            done: &["tandem-init: first user-space line"],
+            timeout: LINUX_TIMEOUT,
+        });
+        experiments.push(Experiment {
+            name: "linux-tandem",
+            what: "Linux under Tandem (default layout), then tandem-client bench",
+            command: xtask_run(&xtask, &["--bootargs", LINUX_BOOTARGS]),
+            done: &[
+                "tandem-test: bench:",
+                "tandem-test: vsock done",
+                "tandem-test: vsock service DOWN",
+            ],
+            timeout: LINUX_TIMEOUT,
+        });
+    }
+
+    let total = experiments.len() * RUNS;
+    let mut consoles: Vec<(&'static str, Vec<Console>)> = Vec::new();
+    let mut step = 0;
+    for experiment in &mut experiments {
+        let mut runs = Vec::new();
+        for run in 1..=RUNS {
+            step += 1;
+            eprintln!(
+                "xtask: bench [{step}/{total}] {}: run {run} of {RUNS} ...",
+                experiment.what
+            );
+            let started = Instant::now();
+            let log = logs.join(format!("{}-run{run}.log", experiment.name));
+            let console = experiment.run(&log)?;
+            eprintln!(
+                "xtask: bench [{step}/{total}] {} in {:.0} s of host time ({}): {}",
+                experiment.name,
+                started.elapsed().as_secs_f64(),
+                console.ending,
+                console.summary(),
+            );
+            runs.push(console);
+        }
+        consoles.push((experiment.name, runs));
+    }
+
+    let runs_of = |name: &str| -> Option<&[Console]> {
+        consoles
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, runs)| runs.as_slice())
+    };
+    let hyp_size = std::fs::metadata(&artifacts.bin)
+        .map_err(|e| Error::new(format!("{}: {e}", artifacts.bin.display())))?
+        .len();
+    let report = Report {
+        quick,
+        qemu_version,
+        qemu_options: ICOUNT.join(" "),
+        irq_args: irq_args.to_string(),
+        figures: figures(&runs_of, quick, hyp_size),
+    };
+    let md = out_dir.join("report.md");
+    let json = out_dir.join("report.json");
+    let svg = out_dir.join("ratios.svg");
+    cmd::write_atomically(&md, report.markdown().as_bytes())?;
+    cmd::write_atomically(&json, report.json().as_bytes())?;
+    cmd::write_atomically(&svg, report.svg().as_bytes())?;
+    eprintln!(
+        "xtask: bench: wrote {}, {} and {} (consoles in {})",
+        cmd::pretty(&md),
+        cmd::pretty(&json),
+        cmd::pretty(&svg),
+        cmd::pretty(&logs)
+    );
+    Ok(())
+}
+
+/// The `/hypervisor` fragment of the irq experiment: guests/irq alone in a VM of both CPUs
+/// with 64 MiB and the PL031 RTC passed through, as tests/tests/irq.rs runs it.
+fn irq_config(bootargs: &str) -> String {
+    format!(
+        r#"// Written by `cargo xtask bench`: guests/irq alone under Tandem.
+/ {{
+    hypervisor {{
+        compatible = "tandem,hypervisor";
+        #address-cells = <2>;
+        #size-cells = <2>;
+        vm@0 {{
+            compatible = "tandem,vm";
+            label = "irq";
+            cpus = <&{{/cpus/cpu@0}} &{{/cpus/cpu@1}}>;
+            memory = <0x0 0x50000000 0x0 0x4000000>;
+            devices = <&{{/pl031@9010000}}>;
+            bootargs = "{bootargs}";
+            #address-cells = <2>;
+            #size-cells = <2>;
+            kernel@4f000000 {{
+                compatible = "multiboot,kernel", "multiboot,module";
+                reg = <0x0 0x4f000000 0x0 0x0>;
+                xtask,file = "@guest:irq";
+            }};
+        }};
+    }};
+}};
+"#
+    )
+}
+
+/// guests/irq straight on QEMU at EL1, as tests/tests/irq.rs boots its baseline.
+fn native_irq_command(image: &Path, bootargs: &str) -> Command {
+    let mut qemu = Command::new("qemu-system-aarch64");
+    qemu.args(["-M", "virt,gic-version=3", "-cpu", "max"])
+        .args(["-smp", IRQ_CPUS, "-m", IRQ_MACHINE_MEM])
+        .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
+        .arg("-kernel")
+        .arg(image)
+        .args(["-append", bootargs])
+        .args(ICOUNT);
+    qemu
+}
+
+/// `cargo xtask run --icount <args>` through this very binary.
+fn xtask_run(xtask: &Path, args: &[&str]) -> Command {
+    let mut run = Command::new(xtask);
+    run.args(["run", "--icount"]).args(args);
+    run
+}
+
+/// One experiment: a command whose console carries figures.
+struct Experiment {
+    name: &'static str,
+    what: &'static str,
+    command: Command,
+    /// A console line holding any of these ends the run (its figures are in).
+    done: &'static [&'static str],
+    timeout: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// A `done` line came; the machine was stopped there.
+    Done,
+    /// The command ended by itself first.
+    Exited,
+    /// Neither, within the timeout.
+    TimedOut,
+    /// The hypervisor reported a fault of its own.
+    Fault,
+}
+
+impl std::fmt::Display for Ending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ending::Done => "done",
+            Ending::Exited => "QEMU exited before the last figure",
+            Ending::TimedOut => "timed out",
+            Ending::Fault => "hypervisor fault",
+        })
+    }
+}
+
+/// The console of one run.
+struct Console {
+    text: String,
+    ending: Ending,
+}
+
+impl Console {
+    /// The figures this console carries, for the progress line.
+    fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(t) = median_ticks(&self.text, "irq: sgi round trip:") {
+            parts.push(format!("SGI round trip {t}"));
+        }
+        if let Some(t) = median_ticks(&self.text, "irq: vtimer latency:") {
+            parts.push(format!("vtimer {t}"));
+        }
+        if let Some(t) = median_ticks(&self.text, "irq: ptimer latency:") {
+            parts.push(format!("ptimer {t}"));
+        }
+        if let Some(us) = user_space_us(&self.text) {
+            parts.push(format!("user space at {us} us"));
+        }
+        if let Some(us) = banner_us(&self.text) {
+            parts.push(format!("banner at {us} us"));
+        }
+        if let Some(b) = vsock_bench(&self.text) {
+            parts.push(format!("{:.0} requests/s, p50 {} us", b.rate, b.p50_us));
+        }
+        if self.text.contains("TEST FAIL") {
+            parts.push("a check FAILED, see its log".into());
+        }
+        if parts.is_empty() {
+            "no figures".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+impl Experiment {
+    /// Runs the command once, reading its console until a `done` line, its end, a fault or
+    /// the timeout; then stops it. The console goes to `log` (xtask's own messages to
+    /// `log` with `.err` appended).
+    fn run(&mut self, log: &Path) -> Result<Console> {
+        let err_log = PathBuf::from(format!("{}.err", log.display()));
+        let stderr = std::fs::File::create(&err_log)
+            .map_err(|e| Error::new(format!("cannot create {}: {e}", err_log.display())))?;
+        self.command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        die_with_parent(&mut self.command);
+        let mut child = self.command.spawn().map_err(|e| {
+            Error::new(format!(
+                "cannot start `{}`: {e}",
+                cmd::display(&self.command)
+            ))
+        })?;
+        let stdout = child.stdout.take().ok_or_else(|| Error::new("no stdout"))?;
+        let (send, receive) = mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + self.timeout;
+        let mut text = String::new();
+        let ending = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receive.recv_timeout(left) {
+                Ok(line) => {
+                    text.push_str(&line);
+                    text.push('\n');
+                    if self.done.iter().any(|d| line.contains(d)) {
+                        break Ending::Done;
+                    }
+                    if HYPERVISOR_FAULTS.iter().any(|f| line.contains(f)) {
+                        break Ending::Fault;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break Ending::Exited,
+                Err(mpsc::RecvTimeoutError::Timeout) => break Ending::TimedOut,
+            }
+        };
+        // Killing xtask's `run` kills its QEMU too (die_with_parent).
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(receive);
+        let _ = reader.join();
+        std::fs::write(log, &text)
+            .map_err(|e| Error::new(format!("cannot write {}: {e}", log.display())))?;
+        Ok(Console { text, ending })
+    }
+}
+
+/// The median of an `irq: ... min A median B max C ticks` line that contains `what`.
+fn median_ticks(console: &str, what: &str) -> Option<u64> {
+    let line = console.lines().find(|l| l.contains(what))?;
+    number_after(line, " median ")
+}
+
+/// The digits right after `needle` in `line`.
+fn number_after(line: &str, needle: &str) -> Option<u64> {
+    let rest = &line[line.find(needle)? + needle.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The kernel-log timestamp of the initramfs's first line, `[    1.256267] tandem-init:
+/// first user-space line`, in microseconds of the VM's counter.
+fn user_space_us(console: &str) -> Option<u64> {
+    let line = console
+        .lines()
+        .find(|l| l.contains("] tandem-init: first user-space line"))?;
+    let stamp = &line[line.find('[').map(|i| i + 1)?..];
+    // Under Tandem the line starts with the VM's `[linux] ` prefix.
+    let stamp = if stamp.starts_with("linux]") {
+        &stamp[stamp.find('[').map(|i| i + 1)?..]
+    } else {
+        stamp
+    };
+    let stamp = stamp[..stamp.find(']')?].trim();
+    let (seconds, micros) = stamp.split_once('.')?;
+    if micros.len() != 6 {
+        return None;
+    }
+    Some(seconds.parse::<u64>().ok()? * 1_000_000 + micros.parse::<u64>().ok()?)
+}
+
+/// The hypervisor's `boot: entry to banner <N> us`.
+fn banner_us(console: &str) -> Option<u64> {
+    let line = console
+        .lines()
+        .find(|l| l.contains("boot: entry to banner "))?;
+    number_after(line, "boot: entry to banner ")
+}
+
+/// The `tandem-client bench` line's request rate and median latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct VsockBench {
+    rate: f64,
+    p50_us: u64,
+}
+
+fn vsock_bench(console: &str) -> Option<VsockBench> {
+    let line = console
+        .lines()
+        .find(|l| l.contains("tandem-test: bench: "))?;
+    let rate_text = line.split(" ms: ").nth(1)?.split(' ').next()?;
+    Some(VsockBench {
+        rate: rate_text.parse().ok()?,
+        p50_us: number_after(line, "latency p50 ")?,
+    })
+}
+
+/// One column of a figure: the value of each run, or why there is none.
+#[derive(Debug, Clone, PartialEq)]
+enum Column {
+    /// One entry per run; `None` where that run did not print the figure.
+    Runs(Vec<Option<f64>>),
+    /// The experiment does not exist in this setting.
+    NotApplicable(&'static str),
+    /// It exists but this version does not measure it.
+    NotMeasured(&'static str),
+}
+
+impl Column {
+    /// The runs' mean, when every run gave a value.
+    fn value(&self) -> Option<f64> {
+        match self {
+            Column::Runs(runs) if !runs.is_empty() => {
+                let values: Option<Vec<f64>> = runs.iter().copied().collect();
+                values.map(|v| v.iter().sum::<f64>() / v.len() as f64)
+            }
+            _ => None,
+        }
+    }
+
+    /// (max - min) / min over the runs: 0 when they agree exactly.
+    fn spread(&self) -> Option<f64> {
+        let Column::Runs(runs) = self else {
+            return None;
+        };
+        let values: Vec<f64> = runs.iter().copied().collect::<Option<_>>()?;
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (values.len() >= 2 && min > 0.0).then(|| (max - min) / min)
+    }
+
+    /// Values by run, from the consoles of an experiment (absent: not measured).
+    fn from_runs(runs: Option<&[Console]>, figure: impl Fn(&Console) -> Option<f64>) -> Column {
+        match runs {
+            Some(runs) => Column::Runs(runs.iter().map(figure).collect()),
+            None => Column::NotMeasured("skipped by --quick"),
+        }
+    }
+}
+
+/// One row of the report.
+struct Figure {
+    key: &'static str,
+    name: &'static str,
+    unit: &'static str,
+    native: Column,
+    tandem: Column,
+    xen: Column,
+    note: String,
+}
+
+impl Figure {
+    fn ratio_native(&self) -> Option<f64> {
+        ratio(&self.tandem, &self.native)
+    }
+    fn ratio_xen(&self) -> Option<f64> {
+        ratio(&self.tandem, &self.xen)
+    }
+}
+
+fn ratio(a: &Column, b: &Column) -> Option<f64> {
+    let (a, b) = (a.value()?, b.value()?);
+    (b != 0.0).then(|| a / b)
+}
+
+const XEN: Column = Column::NotMeasured("Xen 4.17 is not in this first version of the bench");
+
+/// Figures not measured yet, and why (listed under the table and in report.json).
+const NOT_YET: [(&str, &str); 2] = [
+    (
+        "null_hypercall",
+        "Null hypercall round trip: needs a guest that times an HVC the hypervisor answers at once",
+    ),
+    (
+        "mmio_round_trip",
+        "Emulated MMIO round trip: needs a guest that times a read of an emulated register",
+    ),
+];
+
+/// Turns the consoles into the report's rows.
+fn figures<'a>(
+    runs_of: &impl Fn(&str) -> Option<&'a [Console]>,
+    quick: bool,
+    hyp_size: u64,
+) -> Vec<Figure> {
+    let irq_native = runs_of("irq-native");
+    let irq_tandem = runs_of("irq-tandem");
+    let linux_native = runs_of("linux-native");
+    let linux_tandem = runs_of("linux-tandem");
+    let ticks =
+        |what: &'static str| move |c: &Console| median_ticks(&c.text, what).map(|t| t as f64);
+    let irq_note = if quick {
+        "median ticks of the quick sample (200 trips, 5 deadlines per timer); 1 tick = 1 instruction"
+    } else {
+        "median ticks (guests/irq defaults: 1000 trips, 20 deadlines per timer); 1 tick = 1 instruction"
+    };
+    let n_a = "there is no hypervisor to measure natively";
+    let banner_from = if quick {
+        "the irq layout (2 CPUs, one VM)"
+    } else {
+        "the default layout (4 CPUs, Linux and the secure guest)"
+    };
+    let banner_runs = if quick { irq_tandem } else { linux_tandem };
+    vec![
+        Figure {
+            key: "sgi_round_trip",
+            name: "SGI round trip",
+            unit: "ticks",
+            native: Column::from_runs(irq_native, ticks("irq: sgi round trip:")),
+            tandem: Column::from_runs(irq_tandem, ticks("irq: sgi round trip:")),
+            xen: XEN,
+            note: irq_note.into(),
+        },
+        Figure {
+            key: "vtimer_latency",
+            name: "Virtual timer deadline to handler",
+            unit: "ticks",
+            native: Column::from_runs(irq_native, ticks("irq: vtimer latency:")),
+            tandem: Column::from_runs(irq_tandem, ticks("irq: vtimer latency:")),
+            xen: XEN,
+            note: irq_note.into(),
+        },
+        Figure {
+            key: "ptimer_latency",
+            name: "EL1 physical timer deadline to handler",
+            unit: "ticks",
+            native: Column::from_runs(irq_native, ticks("irq: ptimer latency:")),
+            tandem: Column::from_runs(irq_tandem, ticks("irq: ptimer latency:")),
+            xen: XEN,
+            note: irq_note.into(),
+        },
+        Figure {
+            key: "linux_boot_to_user_space",
+            name: "Linux boot to user space",
+            unit: "ms",
+            native: Column::from_runs(linux_native, |c| {
+                user_space_us(&c.text).map(|us| us as f64 / 1000.0)
+            }),
+            tandem: Column::from_runs(linux_tandem, |c| {
+                Some((user_space_us(&c.text)? + banner_us(&c.text)?) as f64 / 1000.0)
+            }),
+            xen: XEN,
+            note: "guest time: the kernel-log stamp of the first user-space line; under Tandem \
+                   plus the hypervisor's entry-to-banner time (the VM's counter starts at 0)"
+                .into(),
+        },
+        Figure {
+            key: "vsock_requests_per_second",
+            name: "Secure channel throughput (tandem-client bench, 200 requests)",
+            unit: "requests/s",
+            native: Column::NotApplicable("the secure guest exists only under a hypervisor"),
+            tandem: Column::from_runs(linux_tandem, |c| vsock_bench(&c.text).map(|b| b.rate)),
+            xen: Column::NotApplicable("the secure channel is Tandem's"),
+            note: "guest time; higher is better. 200 requests over a total that a few slow \
+                   ones dominate, so it moves run to run; the p50 below is steadier"
+                .into(),
+        },
+        Figure {
+            key: "vsock_latency_p50",
+            name: "Secure channel request round trip (p50)",
+            unit: "us",
+            native: Column::NotApplicable("the secure guest exists only under a hypervisor"),
+            tandem: Column::from_runs(linux_tandem, |c| {
+                vsock_bench(&c.text).map(|b| b.p50_us as f64)
+            }),
+            xen: Column::NotApplicable("the secure channel is Tandem's"),
+            note: "guest time, as Linux's clock sees it".into(),
+        },
+        Figure {
+            key: "hyp_bin_size",
+            name: "hyp.bin size",
+            unit: "bytes",
+            native: Column::NotApplicable(n_a),
+            tandem: Column::Runs(vec![Some(hyp_size as f64)]),
+            xen: XEN,
+            note: "target/hyp.bin, release build".into(),
+        },
+        Figure {
+            key: "hyp_entry_to_banner",
+            name: "Hypervisor entry to banner",
+            unit: "us",
+            native: Column::NotApplicable(n_a),
+            tandem: Column::from_runs(banner_runs, |c| banner_us(&c.text).map(|us| us as f64)),
+            xen: XEN,
+            note: format!("guest time, {banner_from}"),
+        },
+    ]
+}
+
+/// Everything the three files say.
+struct Report {
+    quick: bool,
+    qemu_version: String,
+    qemu_options: String,
+    irq_args: String,
+    figures: Vec<Figure>,
+}
+
+/// A number as the report prints it: integers without decimals, others with two.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn cell(column: &Column) -> String {
+    match column {
+        Column::Runs(runs) => {
+            let values: Vec<String> = runs
+                .iter()
+                .map(|v| v.map_or_else(|| "failed".into(), number))
+                .collect();
+            let first = &values[0];
+            if values.iter().all(|v| v == first) {
+                first.clone()
+            } else {
+                values.join(" / ")
+            }
+        }
+        Column::NotApplicable(_) => "n/a".into(),
+        Column::NotMeasured(_) => "not measured".into(),
+    }
+}
+
+/// Whether the runs of each measured column agree: "exact", "x.xx % apart", "one value"
+/// (a figure that is not a run, like a file's size) or "—" (nothing measured).
+fn agreement(figure: &Figure) -> String {
+    let mut parts = Vec::new();
+    let mut measured = false;
+    for (name, column) in [("native", &figure.native), ("Tandem", &figure.tandem)] {
+        let Column::Runs(runs) = column else { continue };
+        measured = true;
+        if runs.len() < 2 {
+            continue;
+        }
+        match column.spread() {
+            Some(0.0) => parts.push(format!("{name}: exact")),
+            Some(s) => parts.push(format!("{name}: {:.2} % apart", s * 100.0)),
+            None => parts.push(format!("{name}: a run failed")),
+        }
+    }
+    if !measured {
+        "—".into()
+    } else if parts.is_empty() {
+        "one value".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn ratio_cell(r: Option<f64>) -> String {
+    r.map_or_else(|| "—".into(), |r| format!("{r:.3}"))
+}
+
+impl Report {
+    fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# Tandem benchmarks{}\n",
+            if self.quick { " (--quick)" } else { "" }
+        );
+        let _ = writeln!(
+            s,
+            "Written by `cargo xtask bench{}`. Method and caveats: docs/benchmarks.md.\n",
+            if self.quick { " --quick" } else { "" }
+        );
+        let _ = writeln!(s, "- QEMU: {}", self.qemu_version);
+        let _ = writeln!(
+            s,
+            "- Options: `-M virt` with `-cpu max`, `{}` (1 counter tick = 1 instruction)",
+            self.qemu_options
+        );
+        let _ = writeln!(s, "- guests/irq arguments: `{}`", self.irq_args);
+        let _ = writeln!(s, "- Linux command line: `{LINUX_BOOTARGS}`");
+        let _ = writeln!(
+            s,
+            "- Each experiment ran {RUNS} times; consoles in target/bench/logs/"
+        );
+        let _ = writeln!(s, "- Xen 4.17: not measured in this version of the bench\n");
+        s.push_str(
+            "| Figure | Unit | Native | Tandem | Xen 4.17 | Tandem/native | Tandem/Xen | Runs agree |\n\
+             |---|---|---:|---:|---:|---:|---:|---|\n",
+        );
+        for f in &self.figures {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.name,
+                f.unit,
+                cell(&f.native),
+                cell(&f.tandem),
+                cell(&f.xen),
+                ratio_cell(f.ratio_native()),
+                ratio_cell(f.ratio_xen()),
+                agreement(f)
+            );
+        }
+        s.push_str("\n![Tandem/native ratios](ratios.svg)\n\n## Notes\n\n");
+        for f in &self.figures {
+            let _ = write!(s, "- **{}**: {}", f.name, f.note);
+            for (which, column) in [("native", &f.native), ("Xen", &f.xen)] {
+                match column {
+                    Column::NotApplicable(why) => {
+                        let _ = write!(s, "; {which} n/a: {why}");
+                    }
+                    Column::NotMeasured(why) if which == "native" => {
+                        let _ = write!(s, "; {which} not measured: {why}");
+                    }
+                    _ => {}
+                }
+            }
+            s.push_str(".\n");
+        }
+        s.push_str("\n## Not measured yet\n\n");
+        for (_, why) in NOT_YET {
+            let _ = writeln!(s, "- {why}.");
+        }
+        let _ = writeln!(
+            s,
+            "- Every Xen 4.17 column: the Xen runs are not in this version of the bench."
+        );
+        s
+    }
+
+    fn json(&self) -> String {
+        let mut s = String::from("{\n");
+        let _ = writeln!(s, "  \"schema\": 1,");
+        let _ = writeln!(s, "  \"quick\": {},", self.quick);
+        let _ = writeln!(s, "  \"runs\": {RUNS},");
+        let _ = writeln!(
+            s,
+            "  \"qemu\": {{\"version\": {}, \"machine\": \"virt\", \"cpu\": \"max\", \"options\": {}}},",
+            json_string(&self.qemu_version),
+            json_string(&self.qemu_options)
+        );
+        let _ = writeln!(s, "  \"irq_args\": {},", json_string(&self.irq_args));
+        let _ = writeln!(s, "  \"linux_bootargs\": {},", json_string(LINUX_BOOTARGS));
+        s.push_str("  \"figures\": [\n");
+        for (i, f) in self.figures.iter().enumerate() {
+            let _ = write!(
+                s,
+                "    {{\"key\": {}, \"name\": {}, \"unit\": {}, \"native\": {}, \"tandem\": {}, \
+                 \"xen\": {}, \"tandem_over_native\": {}, \"tandem_over_xen\": {}, \"note\": {}}}",
+                json_string(f.key),
+                json_string(f.name),
+                json_string(f.unit),
+                json_column(&f.native),
+                json_column(&f.tandem),
+                json_column(&f.xen),
+                json_number(f.ratio_native()),
+                json_number(f.ratio_xen()),
+                json_string(&f.note)
+            );
+            s.push_str(if i + 1 < self.figures.len() {
+                ",\n"
+            } else {
+                "\n"
+            });
+        }
+        s.push_str("  ],\n  \"not_measured\": [\n");
+        for (i, (key, why)) in NOT_YET.iter().enumerate() {
+            let _ = write!(
+                s,
+                "    {{\"key\": {}, \"reason\": {}}}",
+                json_string(key),
+                json_string(why)
+            );
+            s.push_str(if i + 1 < NOT_YET.len() { ",\n" } else { "\n" });
+        }
+        s.push_str("  ]\n}\n");
+        s
+    }
+
+    /// A horizontal bar per figure that has a Tandem/native ratio, with a line at 1.
+    fn svg(&self) -> String {
+        let bars: Vec<(&str, f64)> = self
+            .figures
+            .iter()
+            .filter_map(|f| Some((f.name, f.ratio_native()?)))
+            .collect();
+        let (label_w, bar_w, row_h, top) = (300.0, 400.0, 28.0, 40.0);
+        let width = label_w + bar_w + 80.0;
+        let height = top + row_h * bars.len().max(1) as f64 + 30.0;
+        let max = bars.iter().map(|b| b.1).fold(1.0f64, f64::max) * 1.1;
+        let x = |r: f64| label_w + bar_w * r / max;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+             viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"13\">"
+        );
+        let _ = writeln!(s, "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>");
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Tandem / native \
+             (lower is closer to native; 1 = no overhead)</text>"
+        );
+        if bars.is_empty() {
+            let _ = writeln!(
+                s,
+                "<text x=\"10\" y=\"{}\">no figure was measured both ways</text>",
+                top + 18.0
+            );
+        }
+        for (i, (name, r)) in bars.iter().enumerate() {
+            let y = top + row_h * i as f64;
+            let _ = writeln!(
+                s,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                label_w - 8.0,
+                y + 17.0,
+                xml_escape(name)
+            );
+            let _ = writeln!(
+                s,
+                "<rect x=\"{label_w}\" y=\"{}\" width=\"{:.1}\" height=\"{}\" fill=\"#4a7ab5\"/>",
+                y + 4.0,
+                x(*r) - label_w,
+                row_h - 8.0
+            );
+            let _ = writeln!(
+                s,
+                "<text x=\"{:.1}\" y=\"{}\">{r:.3}</text>",
+                x(*r) + 5.0,
+                y + 17.0
+            );
+        }
+        let one = x(1.0);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{one:.1}\" y1=\"{}\" x2=\"{one:.1}\" y2=\"{}\" stroke=\"#c33\" \
+             stroke-dasharray=\"4 3\"/>",
+            top - 4.0,
+            height - 24.0
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{one:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#c33\">1.0</text>",
+            height - 10.0
+        );
+        s.push_str("</svg>\n");
+        s
+    }
+}
+
+fn json_column(column: &Column) -> String {
+    match column {
+        Column::Runs(runs) => {
+            let values: Vec<String> = runs.iter().map(|v| json_number(*v)).collect();
+            let agree = match column.spread() {
+                Some(s) => format!("{}", s == 0.0),
+                None => "null".into(),
+            };
+            format!(
+                "{{\"status\": \"measured\", \"runs\": [{}], \"value\": {}, \"runs_agree\": {agree}, \
+                 \"spread\": {}}}",
+                values.join(", "),
+                json_number(column.value()),
+                json_number(column.spread())
+            )
+        }
+        Column::NotApplicable(why) => {
+            format!(
+                "{{\"status\": \"not_applicable\", \"reason\": {}}}",
+                json_string(why)
+            )
+        }
+        Column::NotMeasured(why) => {
+            format!(
+                "{{\"status\": \"not_measured\", \"reason\": {}}}",
+                json_string(why)
+            )
+        }
+    }
+}
+
+fn json_number(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => {
+            if v.fract() == 0.0 && v.abs() < 1e15 {
+                format!("{v:.0}")
+            } else {
+                format!("{v}")
+            }
+        }
+        _ => "null".into(),
+    }
+}
+
+fn json_string(text: &str) -> String {
+    let mut s = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn console(text: &str) -> Console {
+        Console {
+            text: text.into(),
+            ending: Ending::Done,
+        }
+    }
+
+    #[test]
+    fn figures_are_read_from_the_console() {
+        let text = "\
+[irq] irq: sgi round trip: min 800 median 912 max 4000 ticks (1000 trips; median 0 us, slowest trip 3)
+[irq] irq: vtimer latency: min 300 median 420 max 900 ticks (20 deadlines; median 0 us)
+[cpu0] boot: entry to banner 4305 us
+[linux] [    1.256267] tandem-init: first user-space line
+[linux] tandem-test: bench: 200 requests in 61 ms: 3238 requests/s; latency p50 140 us, p90 191 us, p99 2143 us, max 24225 us
+";
+        assert_eq!(median_ticks(text, "irq: sgi round trip:"), Some(912));
+        assert_eq!(median_ticks(text, "irq: vtimer latency:"), Some(420));
+        assert_eq!(median_ticks(text, "irq: ptimer latency:"), None);
+        assert_eq!(banner_us(text), Some(4305));
+        assert_eq!(user_space_us(text), Some(1_256_267));
+        assert_eq!(
+            user_space_us("[   12.000001] tandem-init: first user-space line"),
+            Some(12_000_001)
+        );
+        assert_eq!(
+            vsock_bench(text),
+            Some(VsockBench {
+                rate: 3238.0,
+                p50_us: 140
+            })
+        );
+    }
+
+    #[test]
+    fn runs_agree_or_say_how_far_apart() {
+        let exact = Column::Runs(vec![Some(10.0), Some(10.0)]);
+        assert_eq!(exact.spread(), Some(0.0));
+        assert_eq!(exact.value(), Some(10.0));
+        let apart = Column::Runs(vec![Some(100.0), Some(101.0)]);
+        assert_eq!(cell(&apart), "100 / 101");
+        assert!((apart.spread().unwrap() - 0.01).abs() < 1e-9);
+        let failed = Column::Runs(vec![Some(1.0), None]);
+        assert_eq!(failed.value(), None);
+        assert_eq!(cell(&failed), "1 / failed");
+        assert_eq!(ratio(&exact, &Column::Runs(vec![Some(5.0)])), Some(2.0));
+        assert_eq!(ratio(&exact, &XEN), None);
+    }
+
+    #[test]
+    fn the_report_files_hold_every_figure() {
+        let native = [console("irq: sgi round trip: min 1 median 100 max 9 ticks")];
+        let tandem = [console(
+            "[irq] irq: sgi round trip: min 1 median 250 max 9 ticks\n[cpu0] boot: entry to banner 7 us",
+        )];
+        let runs_of = |name: &str| -> Option<&[Console]> {
+            match name {
+                "irq-native" => Some(&native[..]),
+                "irq-tandem" => Some(&tandem[..]),
+                _ => None,
+            }
+        };
+        let report = Report {
+            quick: true,
+            qemu_version: "QEMU emulator version 10.0.2 \"x\"".into(),
+            qemu_options: ICOUNT.join(" "),
+            irq_args: IRQ_ARGS_QUICK.into(),
+            figures: figures(&runs_of, true, 4096),
+        };
+        let md = report.markdown();
+        assert!(
+            md.contains("| SGI round trip | ticks | 100 | 250 | not measured | 2.500 | — |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Linux boot to user space | ms | not measured | not measured |"),
+            "{md}"
+        );
+        assert!(md.contains("| hyp.bin size | bytes | n/a | 4096 |"), "{md}");
+        assert!(md.contains("![Tandem/native ratios](ratios.svg)"));
+        let json = report.json();
+        assert!(
+            json.contains("\"version\": \"QEMU emulator version 10.0.2 \\\"x\\\"\""),
+            "{json}"
+        );
+        assert!(json.contains("\"tandem_over_native\": 2.5"), "{json}");
+        assert!(json.contains("\"key\": \"null_hypercall\""), "{json}");
+        assert_eq!(json.matches('{').count(), json.matches('}').count());
+        let svg = report.svg();
+        assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
+        assert!(svg.contains(">2.500</text>"), "{svg}");
+    }
+}
