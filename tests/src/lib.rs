@@ -1019,6 +1019,69 @@ fn render(command: &Command) -> String {
     text
 }
 
+/// Runs one QMP command on the control socket QEMU was given with
+/// `-qmp unix:<socket>,server=on,wait=off`, after the capabilities handshake; returns its
+/// reply line (events are skipped). An error reply is an error.
+pub fn qmp(socket: &Path, command: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(|e| format!("qmp: {e}"))?;
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let mut line = |stream: &mut std::os::unix::net::UnixStream,
+                    seen: &mut String|
+     -> Result<String, String> {
+        loop {
+            if let Some(end) = seen.find('\n') {
+                let l: String = seen.drain(..=end).collect();
+                if !l.contains("\"event\"") {
+                    return Ok(l);
+                }
+                continue;
+            }
+            let n = stream.read(&mut buf).map_err(|e| format!("qmp: {e}"))?;
+            if n == 0 {
+                return Err("QMP closed the socket".into());
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    line(&mut stream, &mut seen)?;
+    let mut reply = String::new();
+    for message in [r#"{"execute":"qmp_capabilities"}"#, command] {
+        stream
+            .write_all(format!("{message}\n").as_bytes())
+            .map_err(|e| format!("qmp: {e}"))?;
+        reply = line(&mut stream, &mut seen)?;
+        if !reply.contains("\"return\"") {
+            return Err(format!("QMP {message}: {reply}"));
+        }
+    }
+    Ok(reply)
+}
+
+/// The machine's physical memory `[base, base + size)`, through QMP `pmemsave` into a file
+/// of `dir`.
+pub fn physical_memory(socket: &Path, dir: &Path, base: u64, size: u64) -> Result<Vec<u8>, String> {
+    let file = dir.join(format!("mem-{base:x}.bin"));
+    qmp(
+        socket,
+        &format!(
+            r#"{{"execute":"pmemsave","arguments":{{"val":{base},"size":{size},"filename":"{}"}}}}"#,
+            file.display()
+        ),
+    )?;
+    let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let _ = std::fs::remove_file(&file);
+    if bytes.len() as u64 != size {
+        return Err(format!("pmemsave wrote {} of {size} bytes", bytes.len()));
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,13 +13,13 @@
 //! modified secure guest image boots with another measurement, and the check against the
 //! genuine digest fails.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
 use tandem_proto::attest;
-use tandem_tests::{guest_image, scratch_dir, shipped_config, Input, Qemu, Session};
+use tandem_tests::{
+    guest_image, physical_memory, scratch_dir, shipped_config, Input, Qemu, Session,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// The device secret the test gives the board.
@@ -87,51 +87,8 @@ fn result<'a>(output: &'a str, prefix: &str) -> Option<&'a str> {
         .find_map(|l| l.split_once(&needle).map(|(_, rest)| rest.trim()))
 }
 
-/// One QMP command; its reply line.
-fn qmp(socket: &Path, command: &str) -> String {
-    let mut stream =
-        UnixStream::connect(socket).unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    let mut line = |stream: &mut UnixStream, seen: &mut String| loop {
-        if let Some(end) = seen.find('\n') {
-            let l: String = seen.drain(..=end).collect();
-            if !l.contains("\"event\"") {
-                return l;
-            }
-            continue;
-        }
-        let n = stream.read(&mut buf).unwrap_or_else(|e| panic!("qmp: {e}"));
-        assert!(n > 0, "QMP closed the socket");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    };
-    line(&mut stream, &mut seen);
-    let mut reply = String::new();
-    for message in [r#"{"execute":"qmp_capabilities"}"#, command] {
-        stream
-            .write_all(format!("{message}\n").as_bytes())
-            .unwrap_or_else(|e| panic!("qmp: {e}"));
-        reply = line(&mut stream, &mut seen);
-        assert!(reply.contains("\"return\""), "QMP {message}: {reply}");
-    }
-    reply
-}
-
 fn memory(socket: &Path, dir: &Path, (base, size): (u64, u64)) -> Vec<u8> {
-    let file = dir.join(format!("mem-{base:x}.bin"));
-    qmp(
-        socket,
-        &format!(
-            r#"{{"execute":"pmemsave","arguments":{{"val":{base},"size":{size},"filename":"{}"}}}}"#,
-            file.display()
-        ),
-    );
-    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let _ = std::fs::remove_file(&file);
-    bytes
+    physical_memory(socket, dir, base, size).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn holds(haystack: &[u8], needle: &[u8]) -> bool {

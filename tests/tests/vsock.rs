@@ -7,15 +7,14 @@
 //! HMAC-SHA256 under the key the secure guest was built with, and that the key is nowhere in
 //! Linux's memory while it is in the secure guest's.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tandem_tests::{
-    dtb_with_fragment, guest_image, scratch_dir, shipped_config, vm_bootargs, Input, Qemu, Session,
+    dtb_with_fragment, guest_image, physical_memory, scratch_dir, shipped_config, vm_bootargs,
+    Input, Qemu, Session,
 };
 
 /// Linux to user space and the service answering: 20-40 s of wall time under MTTCG.
@@ -69,56 +68,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Runs one QMP command on QEMU's control socket and returns its reply line.
-fn qmp(socket: &Path, command: &str) -> String {
-    let mut stream =
-        UnixStream::connect(socket).unwrap_or_else(|e| panic!("{}: {e}", socket.display()));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    // The greeting, then the capabilities handshake's reply, then the command's.
-    let mut read_reply = |stream: &mut UnixStream, seen: &mut String| loop {
-        if let Some(end) = seen.find('\n') {
-            let line: String = seen.drain(..=end).collect();
-            if !line.contains("\"event\"") {
-                return line;
-            }
-            continue;
-        }
-        let n = stream.read(&mut buf).unwrap_or_else(|e| panic!("qmp: {e}"));
-        assert!(n > 0, "QMP closed the socket");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    };
-    read_reply(&mut stream, &mut seen);
-    for message in [r#"{"execute":"qmp_capabilities"}"#, command] {
-        stream
-            .write_all(format!("{message}\n").as_bytes())
-            .unwrap_or_else(|e| panic!("qmp: {e}"));
-        let reply = read_reply(&mut stream, &mut seen);
-        assert!(reply.contains("\"return\""), "QMP {message}: {reply}");
-        if message == command {
-            return reply;
-        }
-    }
-    unreachable!()
-}
-
 /// Whether `needle` occurs in physical memory `[base, base + size)` of the machine.
 fn memory_holds(socket: &Path, dir: &Path, (base, size): (u64, u64), needle: &[u8]) -> bool {
-    let file = dir.join(format!("mem-{base:x}.bin"));
-    qmp(
-        socket,
-        &format!(
-            r#"{{"execute":"pmemsave","arguments":{{"val":{base},"size":{size},"filename":"{}"}}}}"#,
-            file.display()
-        ),
-    );
-    let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let _ = std::fs::remove_file(&file);
-    assert_eq!(bytes.len() as u64, size, "pmemsave wrote a short file");
-    bytes.windows(needle.len()).any(|w| w == needle)
+    physical_memory(socket, dir, base, size)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .windows(needle.len())
+        .any(|w| w == needle)
 }
 
 fn secure_channel(gic: u8, name: &str) {
