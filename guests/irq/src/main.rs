@@ -6,6 +6,7 @@
 //!
 //! | Check | What must hold |
 //! |---|---|
+//! | `cost` | a null hypercall (`VENDOR_HYP_CALL_UID`) and an MMIO read of `GICD_TYPER`, 200 each: every call returns, every read gives the same value; round trips in counter ticks |
 //! | `sgi` | SGI ping-pong between vCPU 0 and each other vCPU (started with PSCI CPU_ON): every ping and pong arrives, counts match exactly; round trips in counter ticks. Skipped with one vCPU |
 //! | `vtimer` | the virtual counter starts near 0 (see `start_bound_us`); virtual-timer deadlines (CNTV_CVAL/TVAL_EL0, its PPI): each interrupt at or after its deadline, within a bound, with ISTATUS set, once |
 //! | `ptimer` | the same with the EL1 physical timer (CNTP_*_EL0, CNTPCT_EL0) |
@@ -34,6 +35,7 @@
 
 extern crate alloc;
 
+mod cost;
 mod priority;
 mod rtc;
 mod sgi;
@@ -191,6 +193,8 @@ pub struct Setup {
     pub counters_at_start: (u64, u64),
     /// The PL031, if the DTB has one: its registers' address and INTID.
     pub rtc: Option<rtc::Found>,
+    /// The GIC distributor's base.
+    pub gicd: u64,
 }
 
 /// Runs one check and prints its marker; returns whether it passed.
@@ -270,6 +274,9 @@ impl Guest for Irq {
             start_bound_us: arg(bootargs, "start_bound_us", 25_000)?,
             counters_at_start,
             rtc,
+            gicd: match &board.gic {
+                platform::Gic::V2 { gicd, .. } | platform::Gic::V3 { gicd, .. } => gicd.base,
+            },
         };
         let storm_ms = arg(bootargs, "storm_ms", 0)?;
 
@@ -295,7 +302,8 @@ impl Guest for Irq {
         }
 
         let mut failed = Vec::new();
-        let checks: [(&str, Check); 5] = [
+        let checks: [(&str, Check); 6] = [
+            ("cost", cost::check),
             ("sgi", sgi::check),
             ("vtimer", |s| timers::check(Timer::Virtual, s)),
             ("ptimer", |s| timers::check(Timer::Physical, s)),
@@ -314,7 +322,7 @@ impl Guest for Irq {
         if failed.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} of 5 checks failed: {}", failed.len(), failed.join(", ")).into())
+            Err(format!("{} of 6 checks failed: {}", failed.len(), failed.join(", ")).into())
         }
     }
 }
