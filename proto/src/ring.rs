@@ -272,6 +272,11 @@ impl Consumer {
         })
     }
 
+    /// Bytes the ring holds when full: what the producer can have published at any instant.
+    pub fn capacity(&self) -> usize {
+        self.layout.capacity
+    }
+
     /// Starts over at an empty ring (both counters 0), as after [`Producer::init`].
     pub fn restart(&mut self) {
         self.tail = 0;

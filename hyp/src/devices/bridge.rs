@@ -22,7 +22,8 @@ use alloc::collections::{BTreeSet, VecDeque};
 use alloc::vec::Vec;
 
 use tandem_proto::ring::{
-    Consumer, Direction, Kind, Producer, Record, RingError, SharedMemory, MAX_PAYLOAD, MAX_RECORD,
+    Consumer, Direction, Kind, Producer, Record, RingError, SharedMemory, HEADER_LEN, MAX_PAYLOAD,
+    MAX_RECORD,
 };
 use virtio::{AccessWidth, ConfigError, ConnId, Effect, Event, GuestMemory, Vsock, VsockConfig};
 
@@ -237,6 +238,10 @@ impl Bridge {
             return;
         }
         let mut buf = [0u8; MAX_RECORD];
+        // At most one ring's worth: everything published when the call began, and no more,
+        // so a service that keeps refilling its ring cannot hold a Linux vCPU in EL2. What
+        // it adds meanwhile comes with its own doorbell.
+        let mut budget = self.from_service.capacity();
         loop {
             let (record, payload) = match self.from_service.pop(ring, &mut buf) {
                 Ok(Some(r)) => r,
@@ -248,6 +253,7 @@ impl Bridge {
                 Err(_) => return,
             };
             self.stats.records_from_service += 1;
+            budget = budget.saturating_sub(HEADER_LEN + payload.len());
             let conn = ConnId(record.conn);
             match record.kind {
                 Kind::Listen => {
@@ -283,6 +289,9 @@ impl Bridge {
                 // Late news about a connection already over, or a kind the service does
                 // not send.
                 _ => self.stats.bad_records += 1,
+            }
+            if budget == 0 {
+                return;
             }
         }
     }
