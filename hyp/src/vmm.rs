@@ -127,10 +127,24 @@ struct Board {
     shmem: Vec<ShmemConfig>,
     /// Every vsock device, indexed the same way.
     vsock: Vec<VsockDevice>,
-    /// The device secret and the VMs that may attest.
-    attestation: Option<Attestation>,
-    /// SHA-256 of the hypervisor's code, for attestation certificates.
+    /// What attestation needs, when the board has a device secret.
+    identity: Option<Identity>,
+}
+
+/// The device secret and the VMs that may attest, with the hypervisor's own code digest
+/// (hashed once, and only when some VM may attest).
+struct Identity {
+    config: Attestation,
     hyp_digest: Digest,
+}
+
+impl Board {
+    /// What VM `index`'s attestation is made from, when it may attest.
+    fn identity_for(&self, index: usize) -> Option<&Identity> {
+        self.identity
+            .as_ref()
+            .filter(|i| i.config.vms.contains(&index))
+    }
 }
 
 /// What the hypervisor loaded, since the board started (`TANDEM_BOOT_LOG`).
@@ -153,14 +167,16 @@ pub fn setup(
         labels,
         shmem: config.shmem.clone(),
         vsock: config.vsock.clone(),
-        attestation: config.attestation.clone(),
-        hyp_digest: hyp_digest(),
+        identity: config.attestation.clone().map(|config| Identity {
+            config,
+            hyp_digest: hyp_digest(),
+        }),
     });
-    if let Some(a) = &board.attestation {
+    if let Some(i) = &board.identity {
         info!(
             "attestation: {HYP_VERSION}, code {}, device key {}",
-            measure::hex(&board.hyp_digest),
-            measure::hex(&*attest::device_key(&a.device_secret).pk)
+            measure::hex(&i.hyp_digest),
+            measure::hex(&*attest::device_key(&i.config.device_secret).pk)
         );
     }
     vsock::setup(&board.vsock);
@@ -654,10 +670,7 @@ fn load(vm: &Vm) -> Result<(), String> {
         .ok_or("the kernel module is not in RAM")?;
     // Images are hashed for the VMs that attest: SHA-256 in software costs about 20
     // instructions a byte, 0.7 s of CPU for Linux's 37 MB, which every boot would pay.
-    let attests = board
-        .attestation
-        .as_ref()
-        .is_some_and(|a| a.vms.contains(&config.index));
+    let attests = board.identity_for(config.index).is_some();
     let mut measured = Vec::new();
     if attests {
         measured.push(("kernel", attest::sha256(bytes)));
@@ -791,20 +804,16 @@ fn record_launch(vm: &Vm, board: &Board, measured: &[(&str, Digest)]) {
             .find(|(w, _)| *w == what)
             .map_or([0; 32], |(_, d)| *d)
     };
-    let handover = board
-        .attestation
-        .as_ref()
-        .filter(|a| a.vms.contains(&vm.config.index))
-        .map(|a| {
-            Handover::make(
-                &a.device_secret,
-                label,
-                digest("kernel"),
-                digest("config"),
-                HYP_VERSION,
-                board.hyp_digest,
-            )
-        });
+    let handover = board.identity_for(vm.config.index).map(|i| {
+        Handover::make(
+            &i.config.device_secret,
+            label,
+            digest("kernel"),
+            digest("config"),
+            HYP_VERSION,
+            i.hyp_digest,
+        )
+    });
     if handover.is_some() {
         info!(
             "vm {label}: measured image {}, config {}: its identity is ready",
