@@ -79,6 +79,28 @@ fn padded<const N: usize>(text: &str) -> [u8; N] {
     out
 }
 
+/// The fields laid end to end: the encoded form of every structure here.
+fn concat<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut at = 0;
+    for part in parts {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    out
+}
+
+/// Takes fixed-size fields off the front of an encoded structure.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (field, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*field)
+    }
+}
+
 /// A NUL-padded field as text (up to the first NUL; `?` for bytes that are not UTF-8).
 pub fn field_text(field: &[u8]) -> &str {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
@@ -128,41 +150,33 @@ impl Certificate {
 
     /// Encodes the body.
     pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut out = [0u8; Self::LEN];
-        let mut at = 0;
-        for part in [
-            &Self::MAGIC[..],
+        concat(&[
+            Self::MAGIC,
             &self.label,
             &self.image,
             &self.config,
             &self.hyp_version,
             &self.hyp_digest,
             &self.vm_key,
-        ] {
-            out[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        out
+        ])
     }
 
     /// Decodes a body; `None` unless it is one.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != Self::LEN || &bytes[..4] != Self::MAGIC {
+        if bytes.len() != Self::LEN {
             return None;
         }
-        let mut at = 4;
-        let mut take = |n: usize| {
-            let part = &bytes[at..at + n];
-            at += n;
-            part
-        };
+        let mut f = Fields(bytes);
+        if &f.take::<4>()? != Self::MAGIC {
+            return None;
+        }
         Some(Self {
-            label: take(LABEL_LEN).try_into().ok()?,
-            image: take(32).try_into().ok()?,
-            config: take(32).try_into().ok()?,
-            hyp_version: take(VERSION_LEN).try_into().ok()?,
-            hyp_digest: take(32).try_into().ok()?,
-            vm_key: take(PUBLIC_KEY_LEN).try_into().ok()?,
+            label: f.take()?,
+            image: f.take()?,
+            config: f.take()?,
+            hyp_version: f.take()?,
+            hyp_digest: f.take()?,
+            vm_key: f.take()?,
         })
     }
 }
@@ -210,18 +224,12 @@ impl Handover {
 
     /// Encodes it.
     pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut out = [0u8; Self::LEN];
-        let mut at = 0;
-        for part in [
-            &self.cdi[..],
+        concat(&[
+            &self.cdi,
             &self.certificate,
             &self.signature,
             &self.device_key,
-        ] {
-            out[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        out
+        ])
     }
 
     /// Decodes it; `None` when the length is wrong.
@@ -229,14 +237,12 @@ impl Handover {
         if bytes.len() != Self::LEN {
             return None;
         }
-        let (cdi, rest) = bytes.split_at(SECRET_LEN);
-        let (certificate, rest) = rest.split_at(Certificate::LEN);
-        let (signature, device_key) = rest.split_at(SIGNATURE_LEN);
+        let mut f = Fields(bytes);
         Some(Self {
-            cdi: cdi.try_into().ok()?,
-            certificate: certificate.try_into().ok()?,
-            signature: signature.try_into().ok()?,
-            device_key: device_key.try_into().ok()?,
+            cdi: f.take()?,
+            certificate: f.take()?,
+            signature: f.take()?,
+            device_key: f.take()?,
         })
     }
 }
@@ -279,19 +285,13 @@ impl Report {
 
     /// Encodes it.
     pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut out = [0u8; Self::LEN];
-        let mut at = 0;
-        for part in [
-            &self.nonce[..],
+        concat(&[
+            &self.nonce,
             &self.certificate,
             &self.cert_signature,
             &self.device_key,
             &self.signature,
-        ] {
-            out[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        out
+        ])
     }
 
     /// Decodes it; `None` when the length is wrong.
@@ -299,16 +299,13 @@ impl Report {
         if bytes.len() != Self::LEN {
             return None;
         }
-        let (nonce, rest) = bytes.split_at(NONCE_LEN);
-        let (certificate, rest) = rest.split_at(Certificate::LEN);
-        let (cert_signature, rest) = rest.split_at(SIGNATURE_LEN);
-        let (device_key, signature) = rest.split_at(PUBLIC_KEY_LEN);
+        let mut f = Fields(bytes);
         Some(Self {
-            nonce: nonce.try_into().ok()?,
-            certificate: certificate.try_into().ok()?,
-            cert_signature: cert_signature.try_into().ok()?,
-            device_key: device_key.try_into().ok()?,
-            signature: signature.try_into().ok()?,
+            nonce: f.take()?,
+            certificate: f.take()?,
+            cert_signature: f.take()?,
+            device_key: f.take()?,
+            signature: f.take()?,
         })
     }
 
