@@ -856,6 +856,25 @@ pub fn shipped_config(name: &str) -> PathBuf {
         .join(format!("{name}.dtsi"))
 }
 
+/// The shipped default layout (`configs/virt.dtsi`, as `cargo xtask run` boots it) on the
+/// machine it is for: QEMU virt with GICv`gic`, 4 CPUs, 2 GiB, MTTCG and the rich OS's
+/// virtio disk and network, with `extra` DTS merged after the config (see [`Qemu::config`]).
+pub fn default_layout(gic: u8, extra: &str, dir: &Path) -> Result<Qemu, String> {
+    let disk = Input::Disk.path()?;
+    Qemu::virt()
+        .gic(gic)
+        .cpus(4)
+        .mem("2G")
+        .multithreaded()
+        .virtio_devices(&disk)
+        .config(&shipped_config("virt"), extra, dir)
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// DTS source that sets `bootargs` of `/hypervisor/<vm>` (to merge after a config).
 pub fn vm_bootargs(vm: &str, bootargs: &str) -> String {
     let quoted = bootargs.replace('\\', "\\\\").replace('"', "\\\"");

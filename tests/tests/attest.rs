@@ -17,9 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tandem_proto::attest;
-use tandem_tests::{
-    guest_image, physical_memory, scratch_dir, shipped_config, Input, Qemu, Session,
-};
+use tandem_tests::{default_layout, guest_image, hex, physical_memory, scratch_dir, Session};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// The device secret the test gives the board.
@@ -30,10 +28,6 @@ const UDS: [u8; 32] = [
 const LINUX_RAM: (u64, u64) = (0x5000_0000, 0x4000_0000);
 const SECURE_RAM: (u64, u64) = (0x9000_0000, 0x400_0000);
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(text: &str) -> Vec<u8> {
     (0..text.len() / 2)
         .filter_map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
@@ -42,7 +36,6 @@ fn unhex(text: &str) -> Vec<u8> {
 
 /// The default layout with the device secret and the attesting secure guest from `image`.
 fn boot(dir: &Path, image: &Path, bootargs: &str, qmp: &Path) -> Session {
-    let disk = Input::Disk.path().unwrap_or_else(|e| panic!("{e}"));
     let secret: Vec<String> = UDS.iter().map(|b| format!("{b:02x}")).collect();
     let extra = format!(
         r#"
@@ -65,16 +58,10 @@ fn boot(dir: &Path, image: &Path, bootargs: &str, qmp: &Path) -> Session {
         secret.join(" "),
         image.display()
     );
-    Qemu::virt()
-        .gic(3)
-        .cpus(4)
-        .mem("2G")
-        .multithreaded()
-        .virtio_devices(&disk)
+    default_layout(3, &extra, dir)
+        .unwrap_or_else(|e| panic!("{e}"))
         .arg("-qmp")
         .arg(&format!("unix:{},server=on,wait=off", qmp.display()))
-        .config(&shipped_config("virt"), &extra, dir)
-        .unwrap_or_else(|e| panic!("{e}"))
         .spawn()
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tandem_tests::linux::{check_boot, Expected};
 use tandem_tests::{
-    last_heartbeat, scratch_dir, shipped_config, vm_bootargs, Input, Qemu, Session,
+    default_layout, last_heartbeat, scratch_dir, vm_bootargs, Input, Qemu, Session,
 };
 
 /// One Linux boot to user space with the checks under MTTCG: 15-20 s of wall time on an
@@ -33,19 +33,8 @@ const NATIVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The default layout with the rich OS's devices, Linux told `tandem.test=<test>`.
 fn boot_default_layout(gic: u8, test: &str, dir: &std::path::Path) -> Session {
-    let disk = Input::Disk.path().unwrap_or_else(|e| panic!("{e}"));
     let bootargs = format!("console=ttyAMA0 earlycon tandem.test={test}");
-    Qemu::virt()
-        .gic(gic)
-        .cpus(4)
-        .mem("2G")
-        .multithreaded()
-        .virtio_devices(&disk)
-        .config(
-            &shipped_config("virt"),
-            &vm_bootargs("vm@0", &bootargs),
-            dir,
-        )
+    default_layout(gic, &vm_bootargs("vm@0", &bootargs), dir)
         .unwrap_or_else(|e| panic!("{e}"))
         .spawn()
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tandem_tests::{
-    dtb_with_fragment, guest_image, physical_memory, scratch_dir, shipped_config, vm_bootargs,
-    Input, Qemu, Session,
+    default_layout, dtb_with_fragment, guest_image, hex, physical_memory, scratch_dir,
+    shipped_config, vm_bootargs, Input, Qemu, Session,
 };
 
 /// Linux to user space and the service answering: 20-40 s of wall time under MTTCG.
@@ -33,19 +33,12 @@ const SECURE_RAM: (u64, u64) = (0x9000_0000, 0x400_0000);
 /// The default layout with the test build of the secure guest (it honours the crash
 /// request) restarted on a crash, Linux told `tandem.test=<test>`.
 fn boot(gic: u8, bootargs: &str, dir: &Path, monitor: &Path) -> Session {
-    let disk = Input::Disk.path().unwrap_or_else(|e| panic!("{e}"));
     let secure = "\n/ {\n    hypervisor {\n        vm@1 {\n            tandem,on-crash = \"restart\";\n            kernel@49000000 {\n                xtask,file = \"@guest:secure-test\";\n            };\n        };\n    };\n};\n";
     let extra = format!("{}{secure}", vm_bootargs("vm@0", bootargs));
-    Qemu::virt()
-        .gic(gic)
-        .cpus(4)
-        .mem("2G")
-        .multithreaded()
-        .virtio_devices(&disk)
+    default_layout(gic, &extra, dir)
+        .unwrap_or_else(|e| panic!("{e}"))
         .arg("-qmp")
         .arg(&format!("unix:{},server=on,wait=off", monitor.display()))
-        .config(&shipped_config("virt"), &extra, dir)
-        .unwrap_or_else(|e| panic!("{e}"))
         .spawn()
 }
 
@@ -62,10 +55,6 @@ fn key() -> Vec<u8> {
     let key = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(key.len(), 32, "{}: not a 32-byte key", path.display());
     key
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `needle` occurs in physical memory `[base, base + size)` of the machine.
@@ -257,23 +246,16 @@ fn linux_uses_the_secure_service_on_raspi4b() {
 /// served the first, with the same key.
 fn reboot_mid_stream(gic: u8) {
     let dir = scratch_dir(&format!("vsock-reboot-v{gic}"));
-    let disk = Input::Disk.path().unwrap_or_else(|e| panic!("{e}"));
-    let session = Qemu::virt()
-        .gic(gic)
-        .cpus(4)
-        .mem("2G")
-        .multithreaded()
-        .virtio_devices(&disk)
-        .config(
-            &shipped_config("virt"),
-            &vm_bootargs(
-                "vm@0",
-                "console=ttyAMA0 earlycon tandem.test=midstream,reboot",
-            ),
-            &dir,
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-        .spawn();
+    let session = default_layout(
+        gic,
+        &vm_bootargs(
+            "vm@0",
+            "console=ttyAMA0 earlycon tandem.test=midstream,reboot",
+        ),
+        &dir,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .spawn();
     session
         .wait_for_in_order(
             &[
