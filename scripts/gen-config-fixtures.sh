@@ -12,7 +12,7 @@ corpus="$root/fuzz/corpus/config"
 command -v dtc >/dev/null || { echo "gen-config-fixtures: dtc not found; run scripts/setup-host.sh (Debian package device-tree-compiler)" >&2; exit 1; }
 mkdir -p "$dir/boards" "$corpus"
 
-for board in virt-gicv3-4cpu-2g virt-gicv2-4cpu-1g bcm2711-rpi-4-b-960m; do
+for board in virt-gicv3-4cpu-2g virt-gicv3-smmu-4cpu-2g virt-gicv2-4cpu-1g bcm2711-rpi-4-b-960m; do
     dtc -q -I dtb -O dts -o "$dir/boards/$board.dts" "$root/platform/fixtures/$board.dtb"
 done
 

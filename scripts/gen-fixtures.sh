@@ -16,11 +16,11 @@ mkdir -p "$out" "$corpus"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# virt NAME GIC CPUS MEM [extra QEMU arguments...]
+# virt NAME GIC CPUS MEM [extra QEMU arguments...]; $machine_extra adds -M options.
 virt() {
     local name=$1 gic=$2 cpus=$3 mem=$4
     shift 4
-    qemu-system-aarch64 -M "virt,virtualization=on,gic-version=$gic,dumpdtb=$tmp/$name.raw" \
+    qemu-system-aarch64 -M "virt,virtualization=on,gic-version=$gic${machine_extra:-},dumpdtb=$tmp/$name.raw" \
         -cpu max -smp "$cpus" -m "$mem" -display none "$@" >/dev/null
     fdtput -d "$tmp/$name.raw" /chosen rng-seed
     fdtput -d "$tmp/$name.raw" /chosen kaslr-seed
@@ -32,6 +32,8 @@ virt virt-gicv2-1cpu-512m 2 1 512M
 virt virt-gicv2-4cpu-1g 2 4 1G
 virt virt-gicv3-4cpu-2g 3 4 2G
 virt virt-gicv3-8cpu-6g 3 8 6G
+# The SMMUv3 in front of the PCIe host bridge (node smmuv3@9050000, the bridge's iommu-map).
+machine_extra=,iommu=smmuv3 virt virt-gicv3-smmu-4cpu-2g 3 4 2G
 # Two NUMA nodes: two memory nodes, memory@40000000 and memory@80000000.
 virt virt-gicv3-4cpu-numa 3 4,sockets=2,cores=2 2G \
     -object memory-backend-ram,id=m0,size=1G -object memory-backend-ram,id=m1,size=1G \

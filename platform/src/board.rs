@@ -247,6 +247,22 @@ pub struct Uart {
     pub interrupt: Option<Irq>,
 }
 
+/// An Arm SMMUv3 (`compatible = "arm,smmu-v3"`): the IOMMU the hypervisor drives so that
+/// devices reach only the memory of the VM they are assigned to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smmu {
+    /// Full node path.
+    pub node: String,
+    /// Its phandle, which `iommus` and `iommu-map` of the devices behind it name.
+    pub phandle: Option<u32>,
+    /// The register window (two 64 KiB pages on every SMMUv3).
+    pub regs: MemRange,
+    /// The event queue's wired interrupt (`interrupt-names` "eventq"), if it has one.
+    pub eventq_irq: Option<Irq>,
+    /// The global error interrupt ("gerror"), if it has one.
+    pub gerror_irq: Option<Irq>,
+}
+
 /// The board: everything the hypervisor needs from the device tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
@@ -272,6 +288,8 @@ pub struct Platform {
     pub console: Option<Uart>,
     /// `/chosen/bootargs`.
     pub bootargs: Option<String>,
+    /// The enabled SMMUv3s, in tree order.
+    pub smmus: Vec<Smmu>,
 }
 
 /// The most CPUs a [`Platform`] may have.

@@ -24,7 +24,7 @@ mod parse;
 pub use blob::blob_size;
 pub use board::{
     Conduit, Cpu, EnableMethod, Gic, Irq, IrqKind, MemRange, Platform, Psci, PsciCompat, Reserved,
-    Timer, Uart, UartKind, MAX_CPUS,
+    Smmu, Timer, Uart, UartKind, MAX_CPUS,
 };
 pub use early::{early_console, EarlyUart};
 pub use error::DtError;

@@ -17,7 +17,8 @@ use fdt::Fdt;
 use crate::blob::{be32, Blob};
 use crate::board::{
     name_matches, prop_str, status_ok, strip_options, trim_nul, Conduit, Cpu, EnableMethod, Gic,
-    Irq, IrqKind, MemRange, Platform, Psci, PsciCompat, Reserved, Timer, Uart, UartKind, MAX_CPUS,
+    Irq, IrqKind, MemRange, Platform, Psci, PsciCompat, Reserved, Smmu, Timer, Uart, UartKind,
+    MAX_CPUS,
 };
 use crate::cells::{reg_entries, translate, Bus};
 use crate::DtError;
@@ -157,6 +158,123 @@ impl<'b, 'a> Tree<'b, 'a> {
         Ok(Some(out))
     }
 
+    /// The CPU physical windows a bus bridge such as a PCI host bridge forwards to its bus:
+    /// the parent side of each of its `ranges` entries, translated like `reg`. `None`
+    /// without `ranges` or with an empty (identity) one.
+    pub(crate) fn bus_windows(&self, i: usize) -> Result<Option<Vec<MemRange>>, DtError> {
+        let Some(value) = self.prop(i, "ranges").filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let bad = |problem| DtError::BadProperty {
+            node: self.path(i),
+            property: "ranges",
+            problem,
+        };
+        let ancestors = self.ancestors(i);
+        let chain: Vec<Bus<'a>> = ancestors.iter().map(|&a| self.nodes[a].bus).collect();
+        let parent = chain.last().copied().unwrap_or_default();
+        let own = self.nodes[i].bus;
+        let (cac, pac, sc) = (own.address_cells, parent.address_cells, own.size_cells);
+        if cac > 3 || !(1..=2).contains(&pac) || !(1..=2).contains(&sc) {
+            return Err(bad(
+                "a bridge's #address-cells must be at most 3, its parent's 1 or 2 and its #size-cells 1 or 2",
+            ));
+        }
+        let stride = ((cac + pac + sc) * 4) as usize;
+        if !value.len().is_multiple_of(stride) {
+            return Err(bad(
+                "length is not a whole number of (child, parent, size) entries",
+            ));
+        }
+        let mut out = Vec::new();
+        for entry in value.chunks_exact(stride) {
+            let parent_at = (cac * 4) as usize;
+            let size_at = ((cac + pac) * 4) as usize;
+            let addr = entry
+                .get(parent_at..)
+                .and_then(|e| crate::cells::read_cells(e, pac));
+            let size = entry
+                .get(size_at..)
+                .and_then(|e| crate::cells::read_cells(e, sc));
+            let (Some(addr), Some(size)) = (addr, size) else {
+                return Err(bad("an entry is cut short"));
+            };
+            if size == 0 {
+                continue;
+            }
+            let base = translate(addr, size, &chain).map_err(|e| DtError::Untranslatable {
+                node: self.path(i),
+                bus: ancestors
+                    .get(e.level)
+                    .map_or_else(|| "/".to_owned(), |&a| self.path(a)),
+                addr,
+                reason: e.reason,
+            })?;
+            out.push(MemRange { base, size });
+        }
+        Ok(Some(out))
+    }
+
+    /// The interrupts node `i`'s `interrupt-map` (a PCI host bridge's INTx routing) sends
+    /// to the GIC `gic`, each once, in map order; `None` without `interrupt-map`. An entry
+    /// whose parent is not the GIC is an error: the hypervisor could not route it.
+    pub(crate) fn interrupt_map(&self, i: usize, gic: usize) -> Result<Option<Vec<Irq>>, DtError> {
+        let Some(value) = self.prop(i, "interrupt-map") else {
+            return Ok(None);
+        };
+        let bad = |problem| DtError::BadProperty {
+            node: self.path(i),
+            property: "interrupt-map",
+            problem,
+        };
+        let child_cells = self.nodes[i].bus.address_cells as usize
+            + self.u32_prop(i, "#interrupt-cells")?.unwrap_or(1) as usize;
+        let gic_phandle = self.phandle(gic);
+        let gic_address = self.u32_prop(gic, "#address-cells")?.unwrap_or(0) as usize;
+        let gic_cells = self.u32_prop(gic, "#interrupt-cells")?.unwrap_or(3) as usize;
+        if gic_cells != 3 || child_cells > 8 || gic_address > 4 {
+            return Err(bad(
+                "only GIC parents with 3 interrupt cells are understood",
+            ));
+        }
+        let stride = (child_cells + 1 + gic_address + gic_cells) * 4;
+        if value.is_empty() || !value.len().is_multiple_of(stride) {
+            return Err(bad(
+                "not a whole number of entries whose parent is the GIC; only maps into the GIC can be passed through",
+            ));
+        }
+        let mut out: Vec<Irq> = Vec::new();
+        for entry in value.chunks_exact(stride) {
+            if be32(entry, child_cells * 4) != gic_phandle || gic_phandle.is_none() {
+                return Err(bad(
+                    "an entry's interrupt parent is not the GIC; only maps into the GIC can be passed through",
+                ));
+            }
+            let at = (child_cells + 1 + gic_address) * 4;
+            let word = |n: usize| be32(entry, at + n * 4);
+            let irq = match (word(0), word(1), word(2)) {
+                (Some(0), Some(number), Some(flags)) => Irq {
+                    kind: IrqKind::Spi,
+                    number,
+                    flags,
+                },
+                (Some(1), Some(number), Some(flags)) => Irq {
+                    kind: IrqKind::Ppi,
+                    number,
+                    flags,
+                },
+                _ => return Err(bad("an entry has a GIC specifier of an unknown type")),
+            };
+            if !out
+                .iter()
+                .any(|o| o.kind == irq.kind && o.number == irq.number)
+            {
+                out.push(irq);
+            }
+        }
+        Ok(Some(out))
+    }
+
     pub(crate) fn u32_prop(&self, i: usize, name: &'static str) -> Result<Option<u32>, DtError> {
         match self.prop(i, name) {
             None => Ok(None),
@@ -242,6 +360,7 @@ impl Platform {
                 .find_path("/chosen")
                 .and_then(|c| tree.prop(c, "bootargs"))
                 .map(|v| String::from_utf8_lossy(trim_nul(v)).into_owned()),
+            smmus: smmus(tree, gic_index)?,
         })
     }
 }
@@ -540,6 +659,50 @@ fn gic(tree: &Tree<'_, '_>, i: usize) -> Result<Gic, DtError> {
             _ => Err(too_few(2)),
         }
     }
+}
+
+/// Compatible of the IOMMU the hypervisor drives.
+pub(crate) const SMMU_V3: &str = "arm,smmu-v3";
+
+/// Every enabled SMMUv3. Its wired interrupts are found by `interrupt-names`; an SMMU that
+/// signals only by MSI has none, and its faults are then found by polling.
+fn smmus(tree: &Tree<'_, '_>, gic: usize) -> Result<Vec<Smmu>, DtError> {
+    let mut out = Vec::new();
+    for i in 0..tree.nodes.len() {
+        if !tree.enabled(i) || !tree.has_compatible(i, &[SMMU_V3]) {
+            continue;
+        }
+        let Some(regs) = tree.regs(i)?.and_then(|r| r.first().copied()) else {
+            return Err(DtError::BadProperty {
+                node: tree.path(i),
+                property: "reg",
+                problem: "an SMMUv3 needs its register window in reg",
+            });
+        };
+        let irqs = if tree.interrupt_parent(i) == tree.phandle(gic) {
+            interrupts(tree, i, gic)?.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let names: Vec<&[u8]> = tree
+            .prop(i, "interrupt-names")
+            .map(|v| trim_nul(v).split(|&b| b == 0).collect())
+            .unwrap_or_default();
+        let named = |wanted: &str| {
+            names
+                .iter()
+                .position(|n| *n == wanted.as_bytes())
+                .and_then(|at| irqs.get(at).copied())
+        };
+        out.push(Smmu {
+            node: tree.path(i),
+            phandle: tree.phandle(i),
+            regs,
+            eventq_irq: named("eventq"),
+            gerror_irq: named("gerror"),
+        });
+    }
+    Ok(out)
 }
 
 fn timer(tree: &Tree<'_, '_>, gic: usize) -> Result<Option<Timer>, DtError> {

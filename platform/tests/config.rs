@@ -81,6 +81,7 @@ fn virt_gicv3_reads_back_exactly() {
                         number: 0x2f,
                         flags: 1,
                     }],
+                    streams: Vec::new(),
                 }],
                 bootargs: Some("console=ttyAMA0 earlycon".into()),
                 on_crash: OnCrash::Restart,

@@ -223,6 +223,7 @@ fn realise(plan: &Plan) -> (Vec<u8>, HypervisorConfig) {
                             number: 16 + i as u32,
                             flags: 1,
                         }],
+                        streams: Vec::new(),
                     });
                 }
             }

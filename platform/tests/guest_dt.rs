@@ -42,6 +42,7 @@ fn virtio(k: u64) -> Device {
             number: 16 + k as u32,
             flags: 1,
         }],
+        streams: Vec::new(),
     }
 }
 
@@ -401,6 +402,7 @@ fn device(node: &str, base: u64) -> Device {
         phandle: 0,
         regs: vec![mem(base, 0x1000)],
         interrupts: vec![],
+        streams: Vec::new(),
     }
 }
 

@@ -260,6 +260,19 @@ fn table(out: &mut String, platform: &Platform, config: &HypervisorConfig) {
                 devices.join(", ")
             }
         );
+        for d in vm.devices.iter().filter(|d| !d.streams.is_empty()) {
+            let streams: Vec<String> = d
+                .streams
+                .iter()
+                .map(|s| format!("[{:#x}, {:#x}) on {}", s.first, s.end(), s.smmu))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  dma        {}: streams {}",
+                d.node,
+                streams.join(", ")
+            );
+        }
         for (n, m) in vm.modules.iter().enumerate() {
             let kind = match m.kind {
                 ModuleKind::Kernel => "kernel",

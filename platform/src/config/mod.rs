@@ -170,6 +170,9 @@ impl VmConfig {
                 "device={} regs={:?} interrupts={:?}\n",
                 d.node, d.regs, d.interrupts
             ));
+            if !d.streams.is_empty() {
+                s.push_str(&format!("streams={:?}\n", d.streams));
+            }
         }
         s
     }
@@ -197,10 +200,40 @@ pub struct Device {
     pub node: String,
     /// Its phandle in the host DT.
     pub phandle: u32,
-    /// Its MMIO windows, translated to CPU physical addresses.
+    /// Its MMIO windows, translated to CPU physical addresses: its `reg` entries and, for a
+    /// PCI host bridge, the bus windows of its `ranges` (where its devices' BARs live).
     pub regs: Vec<MemRange>,
-    /// Its interrupts (GIC specifiers).
+    /// Its interrupts (GIC specifiers): `interrupts`, or the GIC interrupts a PCI host
+    /// bridge's `interrupt-map` routes INTx to.
     pub interrupts: Vec<Irq>,
+    /// The stream IDs its DMA carries, from `iommus` or `iommu-map`, on SMMUs the
+    /// hypervisor drives.
+    pub streams: Vec<Streams>,
+}
+
+/// A run of stream IDs on one SMMU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Streams {
+    /// The SMMU's node path (one of `Platform::smmus`).
+    pub smmu: String,
+    /// First stream ID.
+    pub first: u32,
+    /// How many consecutive IDs, at least 1.
+    pub count: u32,
+}
+
+impl Streams {
+    /// One past the last ID.
+    pub fn end(&self) -> u64 {
+        u64::from(self.first) + u64::from(self.count)
+    }
+
+    /// Whether both runs are on the same SMMU and share an ID.
+    pub fn overlaps(&self, other: &Streams) -> bool {
+        self.smmu == other.smmu
+            && u64::from(self.first) < other.end()
+            && u64::from(other.first) < self.end()
+    }
 }
 
 /// What a module holds.

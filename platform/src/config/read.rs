@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use super::text::{hex, range};
 use super::validate::pages;
-use super::{ConfigError, Device, Module, ModuleKind, OnCrash};
+use super::{ConfigError, Device, Module, ModuleKind, OnCrash, Streams};
 use crate::blob::be32;
 use crate::board::{trim_nul, Irq, MemRange, Platform};
 use crate::cells::{read_cells, reg_entries, Bus};
@@ -702,7 +702,7 @@ impl Reader<'_, '_, '_> {
                 );
                 continue;
             }
-            let regs: Vec<MemRange> = match tree.regs(node) {
+            let mut regs: Vec<MemRange> = match tree.regs(node) {
                 Ok(Some(regs)) if regs.iter().any(|r| r.size != 0) => {
                     regs.into_iter().filter(|r| r.size != 0).collect()
                 }
@@ -757,23 +757,156 @@ impl Reader<'_, '_, '_> {
                 );
                 continue;
             }
-            let Some(interrupts) = self.device_interrupts(i, node, &path) else {
+            let Some(mut interrupts) = self.device_interrupts(i, node, &path) else {
                 continue;
             };
+            let pci = tree.is_device_type(node, "pci");
+            if pci {
+                let Some((windows, intx)) = self.pci_bridge(i, node, &path) else {
+                    continue;
+                };
+                regs.extend(windows);
+                interrupts.extend(intx);
+            }
+            let Some((streams, foreign_iommu)) = self.device_streams(i, node, &path) else {
+                continue;
+            };
+            let masters = pci
+                || tree.has_compatible(node, &["virtio,mmio"])
+                || tree.prop(node, "dmas").is_some()
+                || tree.prop(node, "dma-coherent").is_some();
             out.push(DeviceDraft {
+                unchecked_dma: masters && streams.is_empty() && !foreign_iommu,
                 device: Device {
                     node: path,
                     phandle: handle,
                     regs,
                     interrupts,
+                    streams,
                 },
-                unchecked_dma: tree.prop(node, "iommus").is_none()
-                    && (tree.has_compatible(node, &["virtio,mmio"])
-                        || tree.prop(node, "dmas").is_some()
-                        || tree.prop(node, "dma-coherent").is_some()),
             });
         }
         out
+    }
+
+    /// A PCI host bridge's bus windows and INTx interrupts; `None` (reported) when its
+    /// `ranges` or `interrupt-map` cannot be used.
+    fn pci_bridge(
+        &mut self,
+        vm: usize,
+        node: usize,
+        path: &str,
+    ) -> Option<(Vec<MemRange>, Vec<Irq>)> {
+        let tree = self.tree;
+        let windows = match tree.bus_windows(node) {
+            Ok(w) => w.unwrap_or_default(),
+            Err(e) => {
+                self.error(
+                    vm,
+                    Some("devices"),
+                    format!("{path}: {e}"),
+                    "fix the host bridge's ranges, or remove it from the VM".to_owned(),
+                );
+                return None;
+            }
+        };
+        let gic = self.gic?;
+        match tree.interrupt_map(node, gic) {
+            Ok(intx) => Some((windows, intx.unwrap_or_default())),
+            Err(e) => {
+                self.error(
+                    vm,
+                    Some("devices"),
+                    format!("{path}: {e}"),
+                    "fix the host bridge's interrupt-map, or remove it from the VM".to_owned(),
+                );
+                None
+            }
+        }
+    }
+
+    /// The stream IDs of device `node` on the SMMUs the hypervisor drives (`iommus` with one
+    /// cell, or `iommu-map`), and whether it names an IOMMU the hypervisor does not drive;
+    /// `None` (reported) when the properties are malformed.
+    fn device_streams(
+        &mut self,
+        vm: usize,
+        node: usize,
+        path: &str,
+    ) -> Option<(Vec<Streams>, bool)> {
+        let tree = self.tree;
+        let mut streams = Vec::new();
+        let mut foreign = false;
+        let smmu_of = |phandle: u32| {
+            self.platform
+                .smmus
+                .iter()
+                .find(|s| s.phandle == Some(phandle))
+                .map(|s| s.node.clone())
+        };
+        if let Some(value) = tree.prop(node, "iommus") {
+            // Every SMMUv3 binding has #iommu-cells = <1>: the stream ID.
+            for entry in value.chunks(8) {
+                let (Some(phandle), Some(sid)) = (be32(entry, 0), be32(entry, 4)) else {
+                    if be32(entry, 0).is_some_and(|p| smmu_of(p).is_none()) {
+                        foreign = true;
+                        break;
+                    }
+                    self.error(
+                        vm,
+                        Some("devices"),
+                        format!("{path}'s iommus is not a list of <&smmu stream-id> pairs"),
+                        "fix the device node's iommus".to_owned(),
+                    );
+                    return None;
+                };
+                match smmu_of(phandle) {
+                    Some(smmu) => streams.push(Streams {
+                        smmu,
+                        first: sid,
+                        count: 1,
+                    }),
+                    // Another kind of IOMMU, whose cells this reader does not know.
+                    None => {
+                        foreign = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(value) = tree.prop(node, "iommu-map") {
+            if value.is_empty() || !value.len().is_multiple_of(16) {
+                self.error(
+                    vm,
+                    Some("devices"),
+                    format!("{path}'s iommu-map is not a list of <rid-base &smmu sid-base length>"),
+                    "fix the host bridge's iommu-map".to_owned(),
+                );
+                return None;
+            }
+            for entry in value.chunks_exact(16) {
+                let word = |n: usize| be32(entry, n * 4).unwrap_or(0);
+                let (phandle, first, count) = (word(1), word(2), word(3));
+                let Some(smmu) = smmu_of(phandle) else {
+                    foreign = true;
+                    continue;
+                };
+                if count == 0 || u64::from(first) + u64::from(count) > 1 << 32 {
+                    self.error(
+                        vm,
+                        Some("devices"),
+                        format!(
+                            "{path}'s iommu-map has an entry of {count} stream IDs from {}",
+                            hex(u64::from(first))
+                        ),
+                        "give every entry a length of at least 1 that stays below 2^32".to_owned(),
+                    );
+                    return None;
+                }
+                streams.push(Streams { smmu, first, count });
+            }
+        }
+        Some((streams, foreign))
     }
 
     /// Why node `i` cannot be passed through, if it cannot.
@@ -802,6 +935,9 @@ impl Reader<'_, '_, '_> {
             return Some("part of the hypervisor's configuration");
         }
         let path = tree.path(i);
+        if self.platform.smmus.iter().any(|s| s.node == path) {
+            return Some("the SMMU the hypervisor drives");
+        }
         if self
             .platform
             .console

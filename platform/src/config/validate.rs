@@ -393,6 +393,31 @@ fn check_vm(c: &mut Checker<'_, '_>, vm: &VmDraft, earlier: &[VmDraft]) {
                         ),
                     );
                 }
+                let streams = dev
+                    .streams
+                    .iter()
+                    .find_map(|a| o.streams.iter().find(|b| a.overlaps(b)).map(|b| (a, b)));
+                if let Some((a, b)) = streams {
+                    c.error(
+                        &vm.path,
+                        "devices",
+                        format!(
+                            "{} masters DMA as stream IDs [{}, {}) of {}, which overlap those of {} [{}, {}) of {}",
+                            dev.node,
+                            hex(u64::from(a.first)),
+                            hex(a.end()),
+                            a.smmu,
+                            o.node,
+                            hex(u64::from(b.first)),
+                            hex(b.end()),
+                            other.name
+                        ),
+                        format!(
+                            "a stream ID translates through one VM's stage 2: fix the iommus or iommu-map of {} or {}, or give both to the same VM",
+                            dev.node, o.node
+                        ),
+                    );
+                }
                 let page = dev.regs.iter().find_map(|&a| {
                     o.regs
                         .iter()

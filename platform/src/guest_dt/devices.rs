@@ -13,6 +13,8 @@
 //!   node copied that way, references to nodes not copied anyway drop the property.
 //! - `iommus`, `iommu-map(-mask)`, `msi-parent`, `msi-map(-mask)`, `pinctrl-*`: dropped; the
 //!   hypervisor owns the SMMU, the ITS and pin muxing.
+//! - `interrupt-map` (a PCI host bridge's INTx routing): every entry's parent must be the
+//!   GIC; it becomes the virtual GIC, with the virtual GIC's two unit-address cells.
 //! - `interrupts-extended`, `memory-region`: refused (see [`GuestDtError::Unsupported`]).
 //! - Every other property is copied byte for byte.
 //!
@@ -52,6 +54,8 @@ enum Kind {
     Drop,
     /// `interrupt-parent`.
     InterruptParent,
+    /// `interrupt-map`.
+    InterruptMap,
     /// A list of `<phandle args...>`; the target's cell-count property, if any.
     Refs(Option<&'static str>),
     /// Cannot be carried over.
@@ -62,6 +66,7 @@ fn classify(name: &str) -> Kind {
     match name {
         "phandle" | "linux,phandle" => Kind::Drop,
         "interrupt-parent" => Kind::InterruptParent,
+        "interrupt-map" => Kind::InterruptMap,
         "iommus" | "iommu-map" | "iommu-map-mask" | "msi-parent" | "msi-map" | "msi-map-mask"
         | "pinctrl-names" => Kind::Drop,
         n if n.starts_with("pinctrl-") => Kind::Drop,
@@ -310,12 +315,50 @@ impl<'t> Planner<'t> {
                         out.push((name.clone(), new.to_be_bytes().to_vec()));
                     }
                 }
+                Kind::InterruptMap => out.push((name.clone(), self.interrupt_map(i, value)?)),
                 Kind::Refs(cells) => {
                     if let Some(new) = self.rewrite_refs(i, name, value, cells, level)? {
                         out.push((name.clone(), new));
                     }
                 }
             }
+        }
+        Ok(out)
+    }
+
+    /// Node `i`'s `interrupt-map` with the virtual GIC as every entry's parent. The host
+    /// GIC's unit-address cells (often 2, sometimes 0) become the virtual GIC's 2.
+    fn interrupt_map(&self, i: usize, value: &[u8]) -> Result<Vec<u8>, GuestDtError> {
+        let tree = self.tree;
+        let node = tree.node(i);
+        let malformed = || GuestDtError::MalformedProperty {
+            node: node.map_or_else(String::new, |n| n.path.clone()),
+            property: "interrupt-map".to_string(),
+        };
+        let cells = |n: Option<&super::host::Node>, name: &str, default: u32| {
+            n.and_then(|n| n.prop(name))
+                .map_or(Some(default), |v| be32(v, 0))
+        };
+        let gic = tree.gic.and_then(|g| tree.node(g));
+        let child = cells(node, "#address-cells", 2)
+            .zip(cells(node, "#interrupt-cells", 1))
+            .map(|(a, b)| (a + b) as usize)
+            .ok_or_else(malformed)?;
+        let gic_address = cells(gic, "#address-cells", 0).ok_or_else(malformed)? as usize;
+        let gic_phandle = gic.and_then(|g| g.phandle()).ok_or_else(malformed)?;
+        let stride = (child + 1 + gic_address + 3) * 4;
+        if child > 8 || gic_address > 4 || value.is_empty() || !value.len().is_multiple_of(stride) {
+            return Err(malformed());
+        }
+        let mut out = Vec::with_capacity(value.len());
+        for entry in value.chunks_exact(stride) {
+            if be32(entry, child * 4) != Some(gic_phandle) {
+                return Err(malformed());
+            }
+            out.extend_from_slice(&entry[..child * 4]);
+            out.extend_from_slice(&self.vgic.to_be_bytes());
+            out.extend_from_slice(&[0; 8]);
+            out.extend_from_slice(&entry[(child + 1 + gic_address) * 4..]);
         }
         Ok(out)
     }
