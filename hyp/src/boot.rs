@@ -254,7 +254,7 @@ fn check_placement(platform: &Platform, image: Region) {
     }
 }
 
-/// Maps all RAM (around what is mapped already) and the GIC for EL2.
+/// Maps all RAM (around what is mapped already), the GIC and the SMMUs for EL2.
 fn map_board(platform: &Platform, mapped: &[Region]) {
     let holes: heapless_holes::Holes = mapped.iter().map(|r| (r.start, r.end)).collect();
     for bank in &platform.memory {
@@ -281,7 +281,13 @@ fn map_board(platform: &Platform, mapped: &[Region]) {
             .chain(redistributors.iter().copied())
             .collect(),
     };
-    for r in gic_regions {
+    // The SMMUs: the hypervisor's alone (the config refuses them as VM devices).
+    let smmu_regions = platform.smmus.iter().map(|s| (s.regs, "smmu"));
+    for (r, what) in gic_regions
+        .into_iter()
+        .map(|r| (r, "gic"))
+        .chain(smmu_regions)
+    {
         let region = Region::new(r.base, r.base.saturating_add(r.size)).page_aligned();
         match mmu::map(region.start, region.len(), Attrs::Device) {
             Ok(()) => {}
@@ -292,14 +298,14 @@ fn map_board(platform: &Platform, mapped: &[Region]) {
                 while page < region.end {
                     if mmu::translate(page).is_none() {
                         if let Err(err) = mmu::map(page, PAGE_SIZE, Attrs::Device) {
-                            warn!("gic: cannot map {page:#x} for EL2: {err}");
+                            warn!("{what}: cannot map {page:#x} for EL2: {err}");
                         }
                     }
                     page += PAGE_SIZE;
                 }
             }
             Err(err) => warn!(
-                "gic: cannot map {:#x}-{:#x} for EL2: {err}",
+                "{what}: cannot map {:#x}-{:#x} for EL2: {err}",
                 region.start, region.end
             ),
         }

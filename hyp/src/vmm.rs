@@ -36,6 +36,7 @@ use vgic::{
     AccessWidth, Effect as VgicEffect, EffectSink, GicVersion, ListRegister, Vgic, VgicConfig,
 };
 
+mod iommu;
 mod vsock;
 
 /// The SPI of each VM's virtual console in its DTB (no interrupt is delivered yet).
@@ -240,6 +241,7 @@ pub fn setup(
         );
     }
     VMS.call_once(|| vms);
+    iommu::setup(&board.platform, VMS.get().map_or(&[], Vec::as_slice));
     vsock::report();
     for vm in VMS.get().into_iter().flatten() {
         if let Err(why) = load(vm) {
@@ -288,6 +290,7 @@ fn retire_interrupts() {
         if intid == CONSOLE_INTID.load(Ordering::Relaxed) {
             console_input();
         }
+        iommu::irq(intid);
     }
 }
 
@@ -1105,6 +1108,7 @@ fn take_interrupts(vm: &Vm, vcpu: usize) {
         if intid == CONSOLE_INTID.load(Ordering::Relaxed) {
             console_input();
         }
+        iommu::irq(intid);
     }
 }
 
@@ -1523,6 +1527,13 @@ fn report_exits(vm: &Vm) {
     if let Some(line) = vsock::stats_of(vm) {
         info!("vm {}: {line}", vm.config.label);
     }
+    if iommu::has_streams(vm) {
+        info!(
+            "vm {}: smmu faults {}",
+            vm.config.label,
+            iommu::faults_of(vm.config.index)
+        );
+    }
 }
 
 fn flush_console(vm: &Vm) {
@@ -1539,6 +1550,7 @@ fn stop(vm: &Vm, reason: &str) {
     }
     flush_console(vm);
     info!("vm {}: stopped ({reason})", vm.config.label);
+    iommu::cut_off(vm);
     vsock::vm_stopped(vm);
     report_exits(vm);
     kick_vcpus(vm);
@@ -1561,6 +1573,8 @@ fn restart(vm: &Vm, reason: &str) {
     vm.generation.fetch_add(1, Ordering::AcqRel);
     kick_vcpus(vm);
     flush_console(vm);
+    // Its devices may be in the middle of DMA into the memory about to be reloaded.
+    iommu::cut_off(vm);
     report_exits(vm);
     for m in &vm.config.memory {
         if let Err(why) = zero_guest(vm, m.base, m.size) {
@@ -1572,6 +1586,7 @@ fn restart(vm: &Vm, reason: &str) {
     }
     match load(vm) {
         Ok(()) => {
+            iommu::restore(vm);
             vm.stopped.store(false, Ordering::Release);
             info!("vm {}: restarted ({reason})", vm.config.label);
             if let Some(&cpu) = vm.config.cpus.first() {

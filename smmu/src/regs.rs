@@ -106,6 +106,9 @@ pub const fn queue_index(reg: u32, log2size: u32) -> u32 {
     reg & ((2 << log2size) - 1)
 }
 
+/// SMMU_GERROR.EVENTQ_ABT_ERR: an event could not be written (the queue was full).
+pub const GERROR_EVENTQ_ABT: u32 = 1 << 2;
+
 /// SMMU_GERROR bits by name, for the log.
 pub const GERROR_NAMES: [(u32, &str); 7] = [
     (1 << 0, "CMDQ_ERR"),

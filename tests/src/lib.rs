@@ -164,6 +164,7 @@ pub struct Qemu {
     initrd: Option<PathBuf>,
     halted: bool,
     multithreaded: bool,
+    smmu: bool,
     extra: Vec<String>,
 }
 
@@ -183,6 +184,7 @@ impl Qemu {
             initrd: None,
             halted: false,
             multithreaded: false,
+            smmu: false,
             extra: Vec::new(),
         }
     }
@@ -219,6 +221,14 @@ impl Qemu {
     /// How the hypervisor is started.
     pub fn firmware(mut self, firmware: Firmware) -> Qemu {
         self.firmware = firmware;
+        self
+    }
+
+    /// Puts QEMU's SMMUv3 in front of a virt machine's PCIe host bridge (`iommu=smmuv3`),
+    /// with stage-2 translation, which the hypervisor uses (QEMU's SMMU does stage 1 only
+    /// unless told otherwise).
+    pub fn smmu(mut self) -> Qemu {
+        self.smmu = true;
         self
     }
 
@@ -378,8 +388,9 @@ impl Qemu {
         match self.board {
             Board::Virt => {
                 let virtualization = if self.el2 { "on" } else { "off" };
+                let iommu = if self.smmu { ",iommu=smmuv3" } else { "" };
                 format!(
-                    "virt,virtualization={virtualization},gic-version={}",
+                    "virt,virtualization={virtualization},gic-version={}{iommu}",
                     self.gic
                 )
             }
@@ -399,6 +410,9 @@ impl Qemu {
                 "-m".into(),
                 self.mem.clone(),
             ]);
+            if self.smmu {
+                args.extend(["-global".into(), "arm-smmuv3.stage=2".into()]);
+            }
         }
         args
     }

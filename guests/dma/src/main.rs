@@ -9,7 +9,8 @@
 //!
 //! 1. own memory: a page of its RAM filled with pattern A goes into edu's buffer and back
 //!    into another page: `dma: own memory round trip ok`;
-//! 2. each `write=<addr>`: edu's buffer, holding pattern A, is copied to `addr`:
+//! 2. after `delay_ms=<n>` of guest time, if given (so that a neighbour the test watches
+//!    has filled its memory first), each `write=<addr>`: edu's buffer, holding pattern A, is copied to `addr`:
 //!    `dma: write to <addr> issued` (the guest cannot see the result; the test can);
 //! 3. each `read=<addr>`: edu's buffer is loaded with pattern B, then `addr` is copied into
 //!    it, and the buffer comes back into the guest's RAM:
@@ -142,6 +143,7 @@ struct Plan {
     writes: Vec<u64>,
     reads: Vec<u64>,
     expect_blocked: bool,
+    delay_ms: u64,
 }
 
 impl Plan {
@@ -150,6 +152,7 @@ impl Plan {
             writes: Vec::new(),
             reads: Vec::new(),
             expect_blocked: false,
+            delay_ms: 0,
         };
         for word in bootargs.split_whitespace() {
             let Some((key, value)) = word.split_once('=') else {
@@ -160,6 +163,11 @@ impl Plan {
                 "read" => &mut plan.reads,
                 "expect" if value == "blocked" => {
                     plan.expect_blocked = true;
+                    continue;
+                }
+                "delay_ms" => {
+                    plan.delay_ms = args::parse_u64(value)
+                        .ok_or_else(|| format!("bad {word}: want milliseconds such as 500"))?;
                     continue;
                 }
                 "expect" => {
@@ -342,6 +350,9 @@ impl Guest for DmaGuest {
         dma.round_trip()
             .map_err(|e| format!("own memory round trip failed: {e}"))?;
         println!("dma: own memory round trip ok");
+        if plan.delay_ms > 0 {
+            tandem_guest_rt::time::wait_until(plan.delay_ms, || false);
+        }
 
         for &address in &plan.writes {
             dma.write_to(address)

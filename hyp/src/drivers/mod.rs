@@ -2,4 +2,5 @@
 
 pub mod gic;
 pub mod gicv2;
+pub mod smmuv3;
 pub mod uart;

@@ -1,0 +1,194 @@
+//! DMA isolation by the SMMUv3 (QEMU virt, `iommu=smmuv3`): a VM that owns the PCIe host
+//! bridge, and with it QEMU's `edu` DMA engine, programs it to write into another VM's
+//! memory and to read the hypervisor's. The SMMU refuses both; the hypervisor logs each
+//! fault with the stream, the address and the VM and counts it; the other VM's checksum
+//! holds; and the same device's DMA into its own VM's memory works before and after.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tandem_tests::{dtb_with_fragment, guest_image, scratch_dir, Qemu};
+
+/// Each VM's memory: 64 MiB.
+const VM_MEM_SIZE: u64 = 0x400_0000;
+const DMA_MEM: u64 = 0x5000_0000;
+const VICTIM_MEM: u64 = 0x6000_0000;
+const DMA_MODULE: u64 = 0x4f00_0000;
+const VICTIM_MODULE: u64 = 0x4e00_0000;
+/// QEMU's direct boot loads the hypervisor here; its code is not all zeros.
+const HYP_BASE: u64 = 0x4020_0000;
+/// Inside the victim's checksummed buffer, which starts at the first 2 MiB boundary after
+/// its image (checked against what it prints).
+const VICTIM_TARGET: u64 = VICTIM_MEM + 0x30_0000;
+/// edu is the only PCI device (`-nic none`): 00:01.0, requester and stream ID 0x8.
+const EDU_STREAM: u32 = 0x8;
+const VICTIM_DURATION_MS: u64 = 6_000;
+/// The DMA guest waits this long before attacking, so the victim has filled its buffer.
+const DMA_DELAY_MS: u64 = 1_000;
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .len()
+}
+
+fn vm(index: u32, label: &str, cpu: &str, mem: u64, module: (u64, u64), extra: &str) -> String {
+    let (module_at, module_size) = module;
+    format!(
+        r#"
+        vm@{index} {{
+            compatible = "tandem,vm";
+            label = "{label}";
+            cpus = <&{{/cpus/{cpu}}}>;
+            memory = <0x0 {mem:#x} 0x0 {VM_MEM_SIZE:#x}>;
+            {extra}
+            #address-cells = <2>;
+            #size-cells = <2>;
+            kernel@{module_at:x} {{
+                compatible = "multiboot,kernel", "multiboot,module";
+                reg = <0x0 {module_at:#x} 0x0 {module_size:#x}>;
+            }};
+        }};"#
+    )
+}
+
+#[test]
+fn dma_into_another_vm_is_refused() {
+    let dir = scratch_dir("smmu-dma");
+    let dma = guest_image("dma").unwrap_or_else(|e| panic!("{e}"));
+    let victim = guest_image("victim").unwrap_or_else(|e| panic!("{e}"));
+    let dma_args = format!(
+        "bootargs = \"delay_ms={DMA_DELAY_MS} write={VICTIM_TARGET:#x} read={VICTIM_TARGET:#x} read={HYP_BASE:#x} expect=blocked\"; devices = <&{{/pcie@10000000}}>;"
+    );
+    let victim_args = format!("bootargs = \"duration_ms={VICTIM_DURATION_MS}\";");
+    let fragment = format!(
+        r#"
+/ {{
+    hypervisor {{
+        compatible = "tandem,hypervisor";
+        #address-cells = <2>;
+        #size-cells = <2>;
+{}
+{}
+    }};
+}};
+"#,
+        vm(
+            0,
+            "dma",
+            "cpu@1",
+            DMA_MEM,
+            (DMA_MODULE, size(&dma)),
+            &dma_args
+        ),
+        vm(
+            1,
+            "victim",
+            "cpu@2",
+            VICTIM_MEM,
+            (VICTIM_MODULE, size(&victim)),
+            &victim_args
+        ),
+    );
+    let machine = Qemu::virt()
+        .smmu()
+        .cpus(4)
+        .mem("2G")
+        .arg("-nic")
+        .arg("none")
+        .arg("-device")
+        .arg("edu,dma_mask=0xffffffffffffffff");
+    let dtb =
+        dtb_with_fragment(&machine, &dir, "smmu", &fragment).unwrap_or_else(|e| panic!("{e}"));
+    let mut session = machine
+        .dtb(&dtb)
+        .loader(&dma, DMA_MODULE)
+        .loader(&victim, VICTIM_MODULE)
+        .spawn();
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    session
+        .wait_for_in_order(
+            &[
+                "smmu: /smmuv3@9050000 at 0x9050000: stage 2 for dma;",
+                "[dma] dma: own memory round trip ok",
+                &format!("[dma] dma: write to {VICTIM_TARGET:#x} issued"),
+                &format!("[dma] dma: read from {VICTIM_TARGET:#x} blocked"),
+                &format!("[dma] dma: read from {HYP_BASE:#x} blocked"),
+                "[dma] dma: own memory round trip ok (after the experiments)",
+                "[dma] TEST PASS dma",
+                "vm dma: stopped (system-off)",
+                "vm dma: smmu faults ",
+                "[victim] TEST PASS victim",
+                "all VMs have stopped: powering off",
+            ],
+            left(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    session
+        .wait_exit(EXIT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("QEMU did not power off: {e}"));
+    let output = session.output();
+    for bad in ["TEST FAIL", "tandem: panic", "tandem: exception"] {
+        assert!(!output.contains(bad), "{bad:?} on the console:\n{output}");
+    }
+    // The victim had filled its buffer before the device wrote, and the buffer covers the
+    // address the device was pointed at.
+    let at = |needle: &str| {
+        output
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{output}"))
+    };
+    assert!(
+        at("[victim] victim: buffer ") < at("issued"),
+        "the device wrote before the victim filled its buffer: raise DMA_DELAY_MS"
+    );
+    let buffer = output
+        .lines()
+        .find_map(|l| l.split("[victim] victim: buffer ").nth(1))
+        .unwrap_or_else(|| panic!("no buffer line:\n{output}"));
+    let (start, end) = buffer
+        .split_whitespace()
+        .next()
+        .and_then(|r| r.split_once(".."))
+        .and_then(|(a, b)| {
+            let parse = |t: &str| u64::from_str_radix(t.trim_start_matches("0x"), 16).ok();
+            Some((
+                parse(a)?,
+                parse(b.trim_end_matches(|c: char| !c.is_ascii_hexdigit()))?,
+            ))
+        })
+        .unwrap_or_else(|| panic!("cannot read the buffer range from {buffer:?}"));
+    assert!(
+        (start..end).contains(&VICTIM_TARGET),
+        "the victim's buffer {start:#x}..{end:#x} does not hold {VICTIM_TARGET:#x}"
+    );
+    // Each refused transfer is logged with the VM, the stream and the address.
+    // (One line per refused page: the first address, then how many more faults.)
+    for (dir, addr) in [
+        ("write", VICTIM_TARGET),
+        ("read", VICTIM_TARGET),
+        ("read", HYP_BASE),
+    ] {
+        let line = format!(
+            "smmu: fault: vm dma: F_TRANSLATION (0x10) stream {EDU_STREAM:#x}, {dir} of {:#x}",
+            addr >> 12
+        );
+        assert!(output.contains(&line), "no {line:?} in:\n{output}");
+    }
+    let faults: u64 = output
+        .lines()
+        .find_map(|l| l.split("vm dma: smmu faults ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no fault count:\n{output}"));
+    assert!(faults >= 3, "{faults} faults counted:\n{output}");
+    for line in output
+        .lines()
+        .filter(|l| l.contains("smmu") || l.contains("[dma]"))
+    {
+        eprintln!("{line}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
