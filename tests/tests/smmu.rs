@@ -3,11 +3,14 @@
 //! memory and to read the hypervisor's. The SMMU refuses both; the hypervisor logs each
 //! fault with the stream, the address and the VM and counts it; the other VM's checksum
 //! holds; and the same device's DMA into its own VM's memory works before and after.
+//! And Linux, given the PCIe host bridge, reads its virtio-blk PCI disk through the SMMU.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tandem_tests::{dtb_with_fragment, guest_image, scratch_dir, Qemu};
+use tandem_tests::{
+    dtb_with_fragment, guest_image, scratch_dir, shipped_config, vm_bootargs, Input, Qemu,
+};
 
 /// Each VM's memory: 64 MiB.
 const VM_MEM_SIZE: u64 = 0x400_0000;
@@ -189,6 +192,84 @@ fn dma_into_another_vm_is_refused() {
         .filter(|l| l.contains("smmu") || l.contains("[dma]"))
     {
         eprintln!("{line}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Linux's disk as a virtio-blk PCI device: QEMU's virtio devices bypass the IOMMU unless
+/// they offer VIRTIO_F_ACCESS_PLATFORM (`iommu_platform=on`).
+const PCI_DISK: &str = "virtio-blk-pci,drive=disk0,iommu_platform=on,disable-legacy=on";
+/// One Linux boot to user space with the checks under MTTCG.
+const LINUX_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The shipped default layout with the PCIe host bridge given to Linux as well, and
+/// Linux's disk on PCI behind the SMMU: Linux enumerates the bus itself, its virtio-pci
+/// driver's DMA translates through Linux's stage 2 in the SMMU, and it reads its disk.
+#[test]
+fn linux_reads_its_pci_disk_through_the_smmu() {
+    let dir = scratch_dir("smmu-linux-pci");
+    let disk = Input::Disk.path().unwrap_or_else(|e| panic!("{e}"));
+    let extra = format!(
+        "{}\n/ {{ hypervisor {{ vm@0 {{ devices = <&{{/virtio_mmio@a003e00}} &{{/virtio_mmio@a003c00}} &{{/pcie@10000000}}>; }}; }}; }};\n",
+        vm_bootargs("vm@0", "console=ttyAMA0 earlycon tandem.test=checks")
+    );
+    let session = Qemu::virt()
+        .smmu()
+        .gic(3)
+        .cpus(4)
+        .mem("2G")
+        .multithreaded()
+        .arg("-drive")
+        .arg(&format!(
+            "file={},format=raw,if=none,id=disk0,snapshot=on",
+            disk.display()
+        ))
+        .arg("-device")
+        .arg(PCI_DISK)
+        .arg("-netdev")
+        .arg("user,id=net0")
+        .arg("-device")
+        .arg("virtio-net-device,netdev=net0")
+        .config(&shipped_config("virt"), &extra, &dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .spawn();
+    session
+        .wait_for_in_order(
+            &[
+                "smmu: /smmuv3@9050000 at 0x9050000: stage 2 for linux;",
+                "[linux] [    0.000000] Booting Linux on physical CPU 0x0000000000",
+                "pci-host-generic 4010000000.pcie: host bridge /pcie@4010000000",
+                "[linux] tandem-init: virtio",
+                "block device on 0000:00:01.0",
+                "[linux] tandem-init: /dev/vda mounted on /mnt",
+                "[linux] tandem-check: done",
+                "[linux] tandem-init: powering off",
+                "vm linux: stopped (system-off)",
+                "vm linux: smmu faults 0",
+            ],
+            LINUX_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let output = session.output();
+    // The default layout's checks, less the virtio-mmio disk (it is on PCI here).
+    for line in [
+        "[linux] tandem-check: ram 50000000-8fffffff",
+        "[linux] tandem-check: disk tandem.txt: tandem disk: hello from ext4 on virtio-blk",
+        "[linux] tandem-init: virtio1: network device on a003e00.virtio_mmio",
+        "[linux] tandem-check: lease eth0 10.0.2.15/24",
+    ] {
+        assert!(
+            output.contains(line),
+            "{}",
+            session.failure(&format!("no {line:?}"))
+        );
+    }
+    for bad in ["tandem: panic", "tandem: exception", "smmu: fault"] {
+        assert!(
+            !output.contains(bad),
+            "{}",
+            session.failure(&format!("the hypervisor printed {bad:?}"))
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -22,12 +22,14 @@ use std::path::{Path, PathBuf};
 use crate::cmd::{self, bail, Error, Result};
 use crate::{client, debian, disk};
 
-/// The kernel modules /init loads, by name: the virtio-mmio transport, the block, network
+/// The kernel modules /init loads, by name: the virtio-mmio and virtio-pci transports (the
+/// latter for devices behind a PCI host bridge passed through to Linux), the block, network
 /// and vsock drivers on it (`AF_VSOCK` itself, and the virtio transport for it that
 /// `tandem-client` needs), and ext4 for the disk. Their dependencies are added from their
 /// `.modinfo`, and everything is loaded dependencies first.
-const WANTED: [&str; 7] = [
+const WANTED: [&str; 8] = [
     "virtio_mmio",
+    "virtio_pci",
     "virtio_blk",
     "virtio_net",
     "ext4",
