@@ -49,7 +49,7 @@ impl fmt::Display for Unsupported {
         match self {
             Self::NoStage2 => write!(
                 f,
-                "it has no stage-2 translation (SMMU_IDR0.S2P = 0); with QEMU add -global arm-smmuv3.stage=2"
+                "it has no stage-2 translation (SMMU_IDR0.S2P = 0); QEMU's -device arm-smmuv3 needs stage=2 or stage=nested"
             ),
             Self::NoAarch64Tables => write!(f, "it cannot walk AArch64 tables (SMMU_IDR0.TTF)"),
             Self::No4kGranule => write!(f, "it has no 4 KiB granule (SMMU_IDR5.GRAN4K = 0)"),
@@ -100,7 +100,7 @@ impl Features {
 mod tests {
     use super::*;
 
-    /// QEMU 10's SMMUv3 with `stage=2`: S2P, AArch64 tables, coherent, 16-bit VMIDs,
+    /// QEMU 10's SMMUv3 on virt (`stage=nested`, less S1P here): S2P, AArch64 tables, coherent, 16-bit VMIDs,
     /// two-level tables; 16 SID bits, queues of up to 2^19 entries; OAS 44 bits, 4K and
     /// 64K granules.
     const QEMU_IDR0: u32 = 1 | 0b10 << 2 | 1 << 4 | 1 << 18 | 0b01 << 27;
@@ -137,6 +137,6 @@ mod tests {
             Features::decode(QEMU_IDR0, QEMU_IDR1, QEMU_IDR5 | 0b111),
             Err(Unsupported::ReservedOas(7))
         );
-        assert!(Unsupported::NoStage2.to_string().contains("stage=2"));
+        assert!(Unsupported::NoStage2.to_string().contains("stage=nested"));
     }
 }

@@ -224,9 +224,8 @@ impl Qemu {
         self
     }
 
-    /// Puts QEMU's SMMUv3 in front of a virt machine's PCIe host bridge (`iommu=smmuv3`),
-    /// with stage-2 translation, which the hypervisor uses (QEMU's SMMU does stage 1 only
-    /// unless told otherwise).
+    /// Puts QEMU's SMMUv3 in front of a virt machine's PCIe host bridge (`iommu=smmuv3`;
+    /// virt makes it `stage=nested`, so it has the stage-2 translation the hypervisor uses).
     pub fn smmu(mut self) -> Qemu {
         self.smmu = true;
         self
@@ -410,9 +409,6 @@ impl Qemu {
                 "-m".into(),
                 self.mem.clone(),
             ]);
-            if self.smmu {
-                args.extend(["-global".into(), "arm-smmuv3.stage=2".into()]);
-            }
         }
         args
     }

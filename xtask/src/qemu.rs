@@ -76,6 +76,13 @@ pub struct RunArgs {
         conflicts_with = "bare"
     )]
     pub bootargs: Option<String>,
+    /// Put QEMU's SMMUv3 in front of the PCIe bus (virt only; `iommu=smmuv3`: virt gives it
+    /// both stages, `stage=nested`)
+    /// and move the rich OS's disk onto PCI: the default layout becomes
+    /// configs/virt-smmu.dtsi, where Linux also owns the PCIe host bridge and its disk's DMA
+    /// goes through the SMMU.
+    #[arg(long)]
+    pub smmu: bool,
     /// Boot the rich OS straight on QEMU, without the hypervisor: its kernel, initrd, DTB,
     /// bootargs and devices, on as many CPUs and as much memory as its VM has (virt, at
     /// EL1, as under the hypervisor). For comparisons.
@@ -165,6 +172,8 @@ pub struct Machine {
     pub cpus: u32,
     pub mem: MemSize,
     pub firmware: Firmware,
+    /// QEMU's SMMUv3 in front of the PCIe bus (virt only).
+    pub smmu: bool,
 }
 
 impl Machine {
@@ -183,6 +192,7 @@ impl Machine {
                 cpus: args.cpus.unwrap_or(4),
                 mem: args.mem.unwrap_or(MemSize(2048)),
                 firmware: args.firmware,
+                smmu: args.smmu,
             }),
             Board::Raspi4b => {
                 if args.gic == Some(Gic::V3) {
@@ -197,12 +207,16 @@ impl Machine {
                 if args.firmware == Firmware::Uboot {
                     bail!("--firmware uboot: Debian's U-Boot is built for virt only; use --firmware direct with raspi4b");
                 }
+                if args.smmu {
+                    bail!("--smmu: QEMU's raspi4b has no SMMU; use --board virt");
+                }
                 Ok(Machine {
                     board: Board::Raspi4b,
                     gic: Gic::V2,
                     cpus: 4,
                     mem: MemSize(2048),
                     firmware: Firmware::Direct,
+                    smmu: false,
                 })
             }
         }
@@ -227,7 +241,8 @@ pub struct Inputs<'a> {
     /// Required for raspi4b.
     pub dtb: Option<&'a Path>,
     /// The rich OS's disk image: with it, the machine gets a virtio-blk disk and a
-    /// virtio-net device on QEMU's user network (virt only).
+    /// virtio-net device on QEMU's user network (virt only); the disk is a PCI device with
+    /// `--smmu`.
     pub disk: Option<&'a Path>,
     /// Boot this VM's images straight on QEMU instead of the hypervisor (`--native`).
     pub native: Option<&'a RichOs>,
@@ -236,9 +251,17 @@ pub struct Inputs<'a> {
 /// The QEMU arguments of the rich OS's devices. QEMU's virt machine hands virtio-mmio
 /// transports out from the highest down: the disk, created first, is
 /// /virtio_mmio@a003e00 (SPI 47), the network device /virtio_mmio@a003c00 (SPI 46), as
-/// configs/virt.dtsi assigns them. Writes to the disk go to a temporary overlay
+/// configs/virt.dtsi assigns them. With `pci_disk` the disk is a virtio-blk PCI device
+/// instead (00:01.0, behind the SMMU) and the network device takes /virtio_mmio@a003e00.
+/// QEMU's virtio devices bypass an IOMMU unless they offer VIRTIO_F_ACCESS_PLATFORM
+/// (`iommu_platform=on`, modern only). Writes to the disk go to a temporary overlay
 /// (`snapshot=on`), so every boot starts from the same image.
-pub fn device_args(disk: &Path) -> Vec<String> {
+pub fn device_args(disk: &Path, pci_disk: bool) -> Vec<String> {
+    let blk = if pci_disk {
+        "virtio-blk-pci,drive=disk0,iommu_platform=on,disable-legacy=on"
+    } else {
+        "virtio-blk-device,drive=disk0"
+    };
     [
         "-drive",
         &format!(
@@ -246,7 +269,7 @@ pub fn device_args(disk: &Path) -> Vec<String> {
             disk.display()
         ),
         "-device",
-        "virtio-blk-device,drive=disk0",
+        blk,
         "-netdev",
         "user,id=net0",
         "-device",
@@ -280,8 +303,10 @@ pub fn qemu_args(
                     vm.label
                 );
             };
-            // At EL1, as the VM runs under the hypervisor.
-            push(&["-M", &format!("virt,gic-version={gic}")]);
+            // At EL1, as the VM runs under the hypervisor. With --smmu, natively Linux
+            // drives the SMMU itself (stage 1), so QEMU's default stage suits it.
+            let iommu = if machine.smmu { ",iommu=smmuv3" } else { "" };
+            push(&["-M", &format!("virt,gic-version={gic}{iommu}")]);
             push(&["-cpu", "max", "-smp", &vm.cpus.to_string()]);
             push(&["-m", &format!("{}M", vm.memory >> 20)]);
             push(&["-serial", console]);
@@ -301,7 +326,11 @@ pub fn qemu_args(
                 Gic::V2 => 2,
                 Gic::V3 => 3,
             };
-            push(&["-M", &format!("virt,virtualization=on,gic-version={gic}")]);
+            let iommu = if machine.smmu { ",iommu=smmuv3" } else { "" };
+            push(&[
+                "-M",
+                &format!("virt,virtualization=on,gic-version={gic}{iommu}"),
+            ]);
             push(&["-cpu", "max", "-smp", &machine.cpus.to_string()]);
             push(&["-m", &machine.mem.to_string()]);
             if machine.firmware == Firmware::Uboot {
@@ -346,7 +375,7 @@ pub fn qemu_args(
         push(&["-s", "-S"]);
     }
     if let (Board::Virt, Some(disk)) = (machine.board, inputs.disk) {
-        q.extend(device_args(disk));
+        q.extend(device_args(disk, machine.smmu));
     }
     q.extend(args.qemu_args.iter().cloned());
     Ok(q)
@@ -356,6 +385,9 @@ pub fn qemu_args(
 /// four CPUs and need 2 GiB on virt, so other machines boot without VMs (and say so).
 fn default_config(machine: &Machine) -> Option<PathBuf> {
     let file = match machine.board {
+        Board::Virt if machine.cpus == 4 && machine.mem.0 >= 2048 && machine.smmu => {
+            "configs/virt-smmu.dtsi"
+        }
         Board::Virt if machine.cpus == 4 && machine.mem.0 >= 2048 => "configs/virt.dtsi",
         Board::Raspi4b => "configs/raspi4b.dtsi",
         Board::Virt => {

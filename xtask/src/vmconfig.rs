@@ -99,8 +99,9 @@ fn base_dtb(machine: &Machine, out: &Path) -> Result<()> {
                 crate::qemu::Gic::V2 => 2,
                 crate::qemu::Gic::V3 => 3,
             };
+            let iommu = if machine.smmu { ",iommu=smmuv3" } else { "" };
             let m = format!(
-                "virt,virtualization=on,gic-version={gic},dumpdtb={}",
+                "virt,virtualization=on,gic-version={gic}{iommu},dumpdtb={}",
                 out.display()
             );
             let cpus = machine.cpus.to_string();
