@@ -12,7 +12,7 @@
 //! Each console is kept in `target/bench/logs/`.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -359,8 +359,12 @@ impl Experiment {
     /// `log` with `.err` appended).
     fn run(&mut self, log: &Path) -> Result<Console> {
         let err_log = PathBuf::from(format!("{}.err", log.display()));
-        let stderr = std::fs::File::create(&err_log)
+        let mut stderr = std::fs::File::create(&err_log)
             .map_err(|e| Error::new(format!("cannot create {}: {e}", err_log.display())))?;
+        // The command first, so that the log says what ran (the Xen and native irq
+        // experiments are QEMU itself, which prints nothing of the kind).
+        writeln!(stderr, "xtask: bench: {}", cmd::display(&self.command))
+            .map_err(|e| Error::new(format!("cannot write {}: {e}", err_log.display())))?;
         self.command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
