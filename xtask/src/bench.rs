@@ -7,11 +7,12 @@
 //! says what the figures mean, what they do not, and documents report.json.
 //!
 //! The experiments are driven from the outside, the way a user would: the native guest is
-//! QEMU itself, everything else is this xtask's own `run` command, and the figures are read
-//! from the console. Each console is kept in `target/bench/logs/`.
+//! QEMU itself, Tandem is this xtask's own `run` command, Xen 4.17 (Debian's) is QEMU booting
+//! it with Linux as dom0 (see [`crate::xen`]), and the figures are read from the console.
+//! Each console is kept in `target/bench/logs/`.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 use crate::build::{self, BuildArgs};
 use crate::cmd::{self, Error, Result};
 use crate::qemu::die_with_parent;
-use crate::{guests, prereq};
+use crate::xen::{self, Dom0};
+use crate::{debian, disk, guests, initramfs, prereq};
 
 /// The options that make guest time follow instructions (as `cargo xtask run --icount`).
 const ICOUNT: [&str; 4] = ["-icount", "shift=0,align=off,sleep=off", "-rtc", "clock=vm"];
@@ -32,14 +34,24 @@ const IRQ_MACHINE_MEM: &str = "1G";
 /// The irq guest's arguments: its defaults for the full run, fewer samples for `--quick`.
 const IRQ_ARGS_FULL: &str = "mode=check";
 const IRQ_ARGS_QUICK: &str = "mode=check trips=200 deadlines=5 alarms=1";
-/// Linux's command line, natively and under Tandem alike (the same bytes boot the same
-/// way): the vsock sequence of the initramfs runs `tandem-client bench`.
-const LINUX_BOOTARGS: &str = "console=ttyAMA0 earlycon tandem.test=vsock";
+/// Linux's console natively and under Tandem: the PL011. Under Xen, dom0's console is
+/// [`xen::DOM0_CONSOLE`], as Xen keeps the PL011.
+const LINUX_CONSOLE: &str = "console=ttyAMA0";
+/// The rest of Linux's command line, the same bytes everywhere (they boot the same way): the
+/// initramfs times its memory workload, then runs the vsock sequence, which ends with
+/// `tandem-client bench` under Tandem (natively and under Xen, the run stops before it).
+const LINUX_ARGS: &str = "earlycon tandem.test=memwork,vsock";
 /// Host time an experiment may take before it counts as failed (TCG on a loaded machine).
 const IRQ_TIMEOUT: Duration = Duration::from_secs(180);
 const LINUX_TIMEOUT: Duration = Duration::from_secs(400);
-/// Console lines after which nothing useful comes.
-const HYPERVISOR_FAULTS: [&str; 2] = ["tandem: panic", "tandem: fatal:"];
+/// Console lines after which nothing useful comes: Tandem's, and Xen's panic.
+const HYPERVISOR_FAULTS: [&str; 3] = ["tandem: panic", "tandem: fatal:", "Panic on CPU"];
+/// The line of the initramfs's memory workload (its figure, or `FAILED`): it comes after
+/// the boot's first user-space line, so it ends every native and Xen Linux run.
+const MEMWORK_LINE: &str = "tandem-test: memwork ";
+/// Xen's `Freed <N>kB init memory.`: printed as Xen leaves its start-up code, right after
+/// it unpaused dom0. Its stamp is when dom0 starts.
+const XEN_DOM0_STARTED: &str = "kB init memory.";
 
 /// `cargo xtask bench`.
 pub fn bench(quick: bool) -> Result<()> {
@@ -88,23 +100,46 @@ pub fn bench(quick: bool) -> Result<()> {
             timeout: IRQ_TIMEOUT,
         },
     ];
+    let linux_bootargs = format!("{LINUX_CONSOLE} {LINUX_ARGS}");
+    let dom0_bootargs = format!("{} {LINUX_ARGS}", xen::DOM0_CONSOLE);
+    // Xen is fetched and booted in the full run only: --quick boots no Linux.
+    let mut xen_image = None;
     if !quick {
         experiments.push(Experiment {
             name: "linux-native",
-            what: "Linux natively (EL1, no hypervisor)",
-            command: xtask_run(&xtask, &["--native", "--bootargs", LINUX_BOOTARGS]),
-            done: &["tandem-init: first user-space line"],
+            what: "Linux natively (EL1, no hypervisor), then the memory workload",
+            command: xtask_run(&xtask, &["--native", "--bootargs", &linux_bootargs]),
+            done: &[MEMWORK_LINE],
             timeout: LINUX_TIMEOUT,
         });
         experiments.push(Experiment {
             name: "linux-tandem",
-            what: "Linux under Tandem (default layout), then tandem-client bench",
-            command: xtask_run(&xtask, &["--bootargs", LINUX_BOOTARGS]),
+            what: "Linux under Tandem (default layout), the memory workload, tandem-client bench",
+            command: xtask_run(&xtask, &["--bootargs", &linux_bootargs]),
             done: &[
                 "tandem-test: bench:",
                 "tandem-test: vsock done",
                 "tandem-test: vsock service DOWN",
             ],
+            timeout: LINUX_TIMEOUT,
+        });
+        // dom0 boots the kernel, initramfs and disk that `run` gives Linux.
+        let image = debian::xen()?;
+        let kernel = debian::kernel()?.image;
+        let initrd = initramfs::build()?;
+        let dom0 = Dom0 {
+            kernel: &kernel,
+            initrd: &initrd,
+            bootargs: &dom0_bootargs,
+        };
+        let mut command = xen::command(&image, &dom0, &disk::build()?, &out_dir.join("xen"))?;
+        command.args(ICOUNT);
+        xen_image = Some(image);
+        experiments.push(Experiment {
+            name: "linux-xen",
+            what: "Linux as Xen 4.17's dom0, then the memory workload",
+            command,
+            done: &[MEMWORK_LINE],
             timeout: LINUX_TIMEOUT,
         });
     }
@@ -141,15 +176,30 @@ pub fn bench(quick: bool) -> Result<()> {
             .find(|(n, _)| *n == name)
             .map(|(_, runs)| runs.as_slice())
     };
-    let hyp_size = std::fs::metadata(&artifacts.bin)
-        .map_err(|e| Error::new(format!("{}: {e}", artifacts.bin.display())))?
-        .len();
+    let file_size = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.len())
+            .map_err(|e| Error::new(format!("{}: {e}", path.display())))
+    };
+    let sizes = Sizes {
+        hyp_bin: file_size(&artifacts.bin)?,
+        xen_image: xen_image.as_deref().map(file_size).transpose()?,
+    };
+    let xen = xen_image.map(|_| XenRun {
+        version: runs_of("linux-xen")
+            .into_iter()
+            .flatten()
+            .find_map(|c| xen_version(&c.text)),
+        dom0_bootargs,
+    });
     let report = Report {
         quick,
         qemu_version,
         qemu_options: ICOUNT.join(" "),
         irq_args: irq_args.to_string(),
-        figures: figures(&runs_of, quick, hyp_size),
+        linux_bootargs,
+        xen,
+        figures: figures(&runs_of, quick, sizes),
     };
     let md = out_dir.join("report.md");
     let json = out_dir.join("report.json");
@@ -283,6 +333,12 @@ impl Console {
         if let Some(us) = banner_us(&self.text) {
             parts.push(format!("banner at {us} us"));
         }
+        if let Some(us) = xen_dom0_start_us(&self.text) {
+            parts.push(format!("Xen started dom0 at {us} us"));
+        }
+        if let Some(us) = memwork_us(&self.text) {
+            parts.push(format!("memory workload {us} us"));
+        }
         if let Some(b) = vsock_bench(&self.text) {
             parts.push(format!("{:.0} requests/s, p50 {} us", b.rate, b.p50_us));
         }
@@ -303,8 +359,12 @@ impl Experiment {
     /// `log` with `.err` appended).
     fn run(&mut self, log: &Path) -> Result<Console> {
         let err_log = PathBuf::from(format!("{}.err", log.display()));
-        let stderr = std::fs::File::create(&err_log)
+        let mut stderr = std::fs::File::create(&err_log)
             .map_err(|e| Error::new(format!("cannot create {}: {e}", err_log.display())))?;
+        // The command first, so that the log says what ran (the Xen and native irq
+        // experiments are QEMU itself, which prints nothing of the kind).
+        writeln!(stderr, "xtask: bench: {}", cmd::display(&self.command))
+            .map_err(|e| Error::new(format!("cannot write {}: {e}", err_log.display())))?;
         self.command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -388,6 +448,46 @@ fn user_space_us(console: &str) -> Option<u64> {
         return None;
     }
     Some(seconds.parse::<u64>().ok()? * 1_000_000 + micros.parse::<u64>().ok()?)
+}
+
+/// The initramfs's `tandem-test: memwork <N> us (...)`: the memory workload's guest time
+/// (none when it printed `FAILED`).
+fn memwork_us(console: &str) -> Option<u64> {
+    let line = console.lines().find(|l| l.contains(MEMWORK_LINE))?;
+    number_after(line, MEMWORK_LINE)
+}
+
+/// The stamp `console_timestamps=raw` gives a line of Xen's, `(XEN) [0000000022a37eb8] ...`:
+/// the physical counter (CNTPCT_EL0), in hex.
+fn xen_stamp(line: &str) -> Option<u64> {
+    const PREFIX: &str = "(XEN) [";
+    let rest = &line[line.find(PREFIX)? + PREFIX.len()..];
+    u64::from_str_radix(&rest[..rest.find(']')?], 16).ok()
+}
+
+/// The counter's frequency as Xen reads it, `Generic Timer IRQ: ... Freq: 1000000 KHz`, in Hz.
+fn xen_counter_hz(console: &str) -> Option<u64> {
+    let line = console.lines().find(|l| l.contains("Generic Timer IRQ:"))?;
+    Some(number_after(line, "Freq: ")? * 1000)
+}
+
+/// When Xen started dom0 (the stamp of [`XEN_DOM0_STARTED`]), in microseconds of guest time
+/// since QEMU started the machine: under `-icount` the physical counter starts at 0 there.
+fn xen_dom0_start_us(console: &str) -> Option<u64> {
+    let line = console
+        .lines()
+        .find(|l| l.starts_with("(XEN)") && l.contains(XEN_DOM0_STARTED))?;
+    let ticks = u128::from(xen_stamp(line)?);
+    let hz = u128::from(xen_counter_hz(console)?);
+    u64::try_from(ticks * 1_000_000 / hz).ok()
+}
+
+/// Xen's version as its first line gives it: `Xen version 4.17.7 (Debian 4.17.7+13-...)`.
+fn xen_version(console: &str) -> Option<String> {
+    let line = console.lines().find(|l| l.contains("Xen version "))?;
+    let from = &line[line.find("Xen version ")?..];
+    let end = from.find(')').map_or(from.len(), |i| i + 1);
+    Some(from[..end].to_string())
 }
 
 /// The hypervisor's `boot: entry to banner <N> us`.
@@ -484,32 +584,37 @@ fn ratio(a: &Column, b: &Column) -> Option<f64> {
     (b != 0.0).then(|| a / b)
 }
 
-const XEN: Column = Column::NotMeasured("Xen 4.17 is not in this first version of the bench");
+/// The Xen column of the guests/irq figures.
+const XEN_IRQ: Column = Column::NotMeasured(
+    "guests/irq does not run under Xen in this bench (it would be a dom0less domU)",
+);
 
 /// Figures not measured yet, and why (listed under the table and in report.json).
-const NOT_YET: [(&str, &str); 2] = [
-    (
-        "interrupt_passthrough_latency",
-        "Passed-through device interrupt to handler, and WFI wake-up: need a guest that times them",
-    ),
-    (
-        "memory_workload",
-        "Memory-heavy workload (random access beyond the TLB reach, streaming copy): needs a guest",
-    ),
-];
+const NOT_YET: [(&str, &str); 1] = [(
+    "interrupt_passthrough_latency",
+    "Passed-through device interrupt to handler, and WFI wake-up: need a guest that times them",
+)];
+
+/// The sizes of the hypervisors' images, in bytes (Xen's only when the run fetched it).
+struct Sizes {
+    hyp_bin: u64,
+    xen_image: Option<u64>,
+}
 
 /// Turns the consoles into the report's rows.
 fn figures<'a>(
     runs_of: &impl Fn(&str) -> Option<&'a [Console]>,
     quick: bool,
-    hyp_size: u64,
+    sizes: Sizes,
 ) -> Vec<Figure> {
     let irq_native = runs_of("irq-native");
     let irq_tandem = runs_of("irq-tandem");
     let linux_native = runs_of("linux-native");
     let linux_tandem = runs_of("linux-tandem");
+    let linux_xen = runs_of("linux-xen");
     let ticks =
         |what: &'static str| move |c: &Console| median_ticks(&c.text, what).map(|t| t as f64);
+    let memwork_ms = |c: &Console| memwork_us(&c.text).map(|us| us as f64 / 1000.0);
     let irq_note = if quick {
         "median ticks of the quick sample (200 trips, 5 deadlines per timer); 1 tick = 1 instruction"
     } else {
@@ -529,7 +634,7 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: null hypercall round trip:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: null hypercall round trip:")),
-            xen: XEN,
+            xen: XEN_IRQ,
             note: "median ticks of 200 VENDOR_HYP_CALL_UID calls over HVC; natively QEMU's own \
                    PSCI emulation answers them, outside the instruction count"
                 .into(),
@@ -540,7 +645,7 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: mmio read round trip:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: mmio read round trip:")),
-            xen: XEN,
+            xen: XEN_IRQ,
             note: "median ticks of 200 reads; natively QEMU's GIC model answers, outside the \
                    instruction count"
                 .into(),
@@ -551,7 +656,7 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: sgi round trip:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: sgi round trip:")),
-            xen: XEN,
+            xen: XEN_IRQ,
             note: irq_note.into(),
         },
         Figure {
@@ -560,7 +665,7 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: vtimer latency:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: vtimer latency:")),
-            xen: XEN,
+            xen: XEN_IRQ,
             note: irq_note.into(),
         },
         Figure {
@@ -569,7 +674,7 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: ptimer latency:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: ptimer latency:")),
-            xen: XEN,
+            xen: XEN_IRQ,
             note: irq_note.into(),
         },
         Figure {
@@ -582,10 +687,29 @@ fn figures<'a>(
             tandem: Column::from_runs(linux_tandem, |c| {
                 Some((user_space_us(&c.text)? + banner_us(&c.text)?) as f64 / 1000.0)
             }),
-            xen: XEN,
-            note: "guest time: the kernel-log stamp of the first user-space line; under Tandem \
-                   plus the hypervisor's entry-to-banner time (the VM's counter starts at 0)"
+            xen: Column::from_runs(linux_xen, |c| {
+                Some((user_space_us(&c.text)? + xen_dom0_start_us(&c.text)?) as f64 / 1000.0)
+            }),
+            note: "guest time: the kernel-log stamp of the first user-space line (which counts \
+                   from the kernel's clock set-up, not its entry); under Tandem plus the \
+                   hypervisor's entry-to-banner time (the VM's counter starts at 0), under Xen \
+                   plus the counter's value when Xen started dom0 (`Freed ... init memory`)"
                 .into(),
+        },
+        Figure {
+            key: "memory_workload",
+            name: "Memory workload",
+            unit: "ms",
+            native: Column::from_runs(linux_native, memwork_ms),
+            tandem: Column::from_runs(linux_tandem, memwork_ms),
+            xen: Column::from_runs(linux_xen, memwork_ms),
+            note: format!(
+                "guest time by Linux's own clock (`tandem.test=memwork`): dd of {} MiB from \
+                 /dev/zero to /dev/null, then a {} MiB file in /tmp written, read back and \
+                 removed; under Tandem beside the secure guest, under Xen in dom0",
+                initramfs::MEMWORK_STREAM_MIB,
+                initramfs::MEMWORK_FILE_MIB
+            ),
         },
         Figure {
             key: "vsock_requests_per_second",
@@ -611,12 +735,17 @@ fn figures<'a>(
         },
         Figure {
             key: "hyp_bin_size",
-            name: "hyp.bin size",
+            name: "Hypervisor image size",
             unit: "bytes",
             native: Column::NotApplicable(n_a),
-            tandem: Column::Runs(vec![Some(hyp_size as f64)]),
-            xen: XEN,
-            note: "target/hyp.bin, release build".into(),
+            tandem: Column::Runs(vec![Some(sizes.hyp_bin as f64)]),
+            xen: match sizes.xen_image {
+                Some(size) => Column::Runs(vec![Some(size as f64)]),
+                None => Column::NotMeasured("skipped by --quick"),
+            },
+            note: "target/hyp.bin, release build; Xen: the package's boot/xen-4.17-arm64, the \
+                   Image QEMU loads"
+                .into(),
         },
         Figure {
             key: "hyp_entry_to_banner",
@@ -624,7 +753,10 @@ fn figures<'a>(
             unit: "us",
             native: Column::NotApplicable(n_a),
             tandem: Column::from_runs(banner_runs, |c| banner_us(&c.text).map(|us| us as f64)),
-            xen: XEN,
+            xen: Column::NotMeasured(
+                "Xen has no banner to match Tandem's; its entry to dom0's start is part of the \
+                 Linux boot figure",
+            ),
             note: format!("guest time, {banner_from}"),
         },
     ]
@@ -636,7 +768,18 @@ struct Report {
     qemu_version: String,
     qemu_options: String,
     irq_args: String,
+    /// Linux's command line natively and under Tandem.
+    linux_bootargs: String,
+    /// How Xen ran, when it did (not with `--quick`).
+    xen: Option<XenRun>,
     figures: Vec<Figure>,
+}
+
+/// The Xen runs' set-up, for the report.
+struct XenRun {
+    /// As Xen's console gives it; `None` when no run printed it.
+    version: Option<String>,
+    dom0_bootargs: String,
 }
 
 /// A number as the report prints it: integers without decimals, others with two.
@@ -672,7 +815,11 @@ fn cell(column: &Column) -> String {
 fn agreement(figure: &Figure) -> String {
     let mut parts = Vec::new();
     let mut measured = false;
-    for (name, column) in [("native", &figure.native), ("Tandem", &figure.tandem)] {
+    for (name, column) in [
+        ("native", &figure.native),
+        ("Tandem", &figure.tandem),
+        ("Xen", &figure.xen),
+    ] {
         let Column::Runs(runs) = column else { continue };
         measured = true;
         if runs.len() < 2 {
@@ -717,12 +864,29 @@ impl Report {
             self.qemu_options
         );
         let _ = writeln!(s, "- guests/irq arguments: `{}`", self.irq_args);
-        let _ = writeln!(s, "- Linux command line: `{LINUX_BOOTARGS}`");
         let _ = writeln!(
             s,
-            "- Each experiment ran {RUNS} times; consoles in target/bench/logs/"
+            "- Linux command line (native and Tandem): `{}`",
+            self.linux_bootargs
         );
-        let _ = writeln!(s, "- Xen 4.17: not measured in this version of the bench\n");
+        match &self.xen {
+            Some(xen) => {
+                let _ = writeln!(
+                    s,
+                    "- Xen: {} (Debian's xen-hypervisor-4.17-arm64), command line `{}`; dom0's: `{}`",
+                    xen.version.as_deref().unwrap_or("version not seen on its console"),
+                    xen::XEN_BOOTARGS,
+                    xen.dom0_bootargs
+                );
+            }
+            None => {
+                let _ = writeln!(s, "- Xen 4.17: not run (`--quick`)");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "- Each experiment ran {RUNS} times; consoles in target/bench/logs/\n"
+        );
         s.push_str(
             "| Figure | Unit | Native | Tandem | Xen 4.17 | Tandem/native | Tandem/Xen | Runs agree |\n\
              |---|---|---:|---:|---:|---:|---:|---|\n",
@@ -749,10 +913,10 @@ impl Report {
                     Column::NotApplicable(why) => {
                         let _ = write!(s, "; {which} n/a: {why}");
                     }
-                    Column::NotMeasured(why) if which == "native" => {
+                    Column::NotMeasured(why) => {
                         let _ = write!(s, "; {which} not measured: {why}");
                     }
-                    _ => {}
+                    Column::Runs(_) => {}
                 }
             }
             s.push_str(".\n");
@@ -761,10 +925,6 @@ impl Report {
         for (_, why) in NOT_YET {
             let _ = writeln!(s, "- {why}.");
         }
-        let _ = writeln!(
-            s,
-            "- Every Xen 4.17 column: the Xen runs are not in this version of the bench."
-        );
         s
     }
 
@@ -780,7 +940,25 @@ impl Report {
             json_string(&self.qemu_options)
         );
         let _ = writeln!(s, "  \"irq_args\": {},", json_string(&self.irq_args));
-        let _ = writeln!(s, "  \"linux_bootargs\": {},", json_string(LINUX_BOOTARGS));
+        let _ = writeln!(
+            s,
+            "  \"linux_bootargs\": {},",
+            json_string(&self.linux_bootargs)
+        );
+        match &self.xen {
+            Some(xen) => {
+                let _ = writeln!(
+                    s,
+                    "  \"xen\": {{\"version\": {}, \"bootargs\": {}, \"dom0_bootargs\": {}}},",
+                    xen.version
+                        .as_deref()
+                        .map_or_else(|| "null".into(), json_string),
+                    json_string(xen::XEN_BOOTARGS),
+                    json_string(&xen.dom0_bootargs)
+                );
+            }
+            None => s.push_str("  \"xen\": null,\n"),
+        }
         s.push_str("  \"figures\": [\n");
         for (i, f) in self.figures.iter().enumerate() {
             let _ = write!(
@@ -995,6 +1173,40 @@ mod tests {
     }
 
     #[test]
+    fn xen_and_the_memory_workload_are_read_from_the_console() {
+        let text = "\
+(XEN) [0000000000d18f8a] Xen version 4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1) (pkg-xen-devel@lists.alioth.debian.org) (gcc) debug=n
+(XEN) [0000000000d2c000] Generic Timer IRQ: phys=30 hyp=26 virt=27 Freq: 1000000 KHz
+(XEN) [000000001c7abf1c] *** Serial input to DOM0 (type 'CTRL-a' three times to switch input)
+(XEN) [000000001c7fb636] Freed 348kB init memory.
+[    0.828803] tandem-init: first user-space line
+tandem-test: memwork 1879998 us (stream 2000 MiB 1087817 us; tmpfs file 256 MiB: write 467956 us, read 171946 us, remove 152279 us)
+";
+        assert_eq!(
+            xen_stamp("(XEN) [000000001c7fb636] Freed"),
+            Some(0x1c7f_b636)
+        );
+        assert_eq!(xen_counter_hz(text), Some(1_000_000_000));
+        // 0x1c7fb636 ticks of a 1 GHz counter.
+        assert_eq!(xen_dom0_start_us(text), Some(478_131));
+        assert_eq!(
+            xen_version(text).as_deref(),
+            Some("Xen version 4.17.7 (Debian 4.17.7+13-g2445b30a44-0+deb12u1)")
+        );
+        assert_eq!(user_space_us(text), Some(828_803));
+        assert_eq!(memwork_us(text), Some(1_879_998));
+        assert_eq!(
+            memwork_us("[linux] tandem-test: memwork FAILED: dd to /dev/null: no space"),
+            None
+        );
+        // Without the counter's frequency there is no time.
+        assert_eq!(
+            xen_dom0_start_us("(XEN) [0000000000000010] Freed 348kB init memory."),
+            None
+        );
+    }
+
+    #[test]
     fn runs_agree_or_say_how_far_apart() {
         let exact = Column::Runs(vec![Some(10.0), Some(10.0)]);
         assert_eq!(exact.spread(), Some(0.0));
@@ -1006,7 +1218,7 @@ mod tests {
         assert_eq!(failed.value(), None);
         assert_eq!(cell(&failed), "1 / failed");
         assert_eq!(ratio(&exact, &Column::Runs(vec![Some(5.0)])), Some(2.0));
-        assert_eq!(ratio(&exact, &XEN), None);
+        assert_eq!(ratio(&exact, &XEN_IRQ), None);
     }
 
     #[test]
@@ -1027,7 +1239,16 @@ mod tests {
             qemu_version: "QEMU emulator version 10.0.2 \"x\"".into(),
             qemu_options: ICOUNT.join(" "),
             irq_args: IRQ_ARGS_QUICK.into(),
-            figures: figures(&runs_of, true, 4096),
+            linux_bootargs: format!("{LINUX_CONSOLE} {LINUX_ARGS}"),
+            xen: None,
+            figures: figures(
+                &runs_of,
+                true,
+                Sizes {
+                    hyp_bin: 4096,
+                    xen_image: None,
+                },
+            ),
         };
         let md = report.markdown();
         assert!(
@@ -1038,7 +1259,10 @@ mod tests {
             md.contains("| Linux boot to user space | ms | not measured | not measured |"),
             "{md}"
         );
-        assert!(md.contains("| hyp.bin size | bytes | n/a | 4096 |"), "{md}");
+        assert!(
+            md.contains("| Hypervisor image size | bytes | n/a | 4096 |"),
+            "{md}"
+        );
         assert!(md.contains("![Tandem/native ratios](ratios.svg)"));
         let json = report.json();
         assert!(
@@ -1051,5 +1275,87 @@ mod tests {
         let svg = report.svg();
         assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
         assert!(svg.contains(">2.500</text>"), "{svg}");
+    }
+
+    #[test]
+    fn the_full_report_has_the_xen_column() {
+        let native = [console(
+            "[    0.800000] tandem-init: first user-space line\ntandem-test: memwork 1800000 us (...)",
+        )];
+        let tandem = [console(
+            "[cpu0] boot: entry to banner 5000 us\n\
+             [linux] [    0.845000] tandem-init: first user-space line\n\
+             [linux] tandem-test: memwork 1836000 us (...)",
+        )];
+        let xen = [console(
+            "(XEN) [0000000000000100] Generic Timer IRQ: phys=30 hyp=26 virt=27 Freq: 1000000 KHz\n\
+             (XEN) [000000001c9c3800] Freed 348kB init memory.\n\
+             [    0.830000] tandem-init: first user-space line\n\
+             tandem-test: memwork 1900000 us (...)",
+        )];
+        let runs_of = |name: &str| -> Option<&[Console]> {
+            match name {
+                "linux-native" => Some(&native[..]),
+                "linux-tandem" => Some(&tandem[..]),
+                "linux-xen" => Some(&xen[..]),
+                _ => None,
+            }
+        };
+        let report = Report {
+            quick: false,
+            qemu_version: "QEMU emulator version 10.0.2".into(),
+            qemu_options: ICOUNT.join(" "),
+            irq_args: IRQ_ARGS_FULL.into(),
+            linux_bootargs: format!("{LINUX_CONSOLE} {LINUX_ARGS}"),
+            xen: Some(XenRun {
+                version: Some("Xen version 4.17.7 (Debian 4.17.7)".into()),
+                dom0_bootargs: format!("{} {LINUX_ARGS}", xen::DOM0_CONSOLE),
+            }),
+            figures: figures(
+                &runs_of,
+                false,
+                Sizes {
+                    hyp_bin: 400_000,
+                    xen_image: Some(1_000_000),
+                },
+            ),
+        };
+        let md = report.markdown();
+        // Xen: 0x1c9c3800 ticks = 480 ms before dom0, then 830 ms to user space.
+        assert!(
+            md.contains("| Linux boot to user space | ms | 800 | 850 | 1310 | 1.062 | 0.649 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Memory workload | ms | 1800 | 1836 | 1900 | 1.020 | 0.966 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Hypervisor image size | bytes | n/a | 400000 | 1000000 | — | 0.400 | one value |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("- Xen: Xen version 4.17.7 (Debian 4.17.7)"),
+            "{md}"
+        );
+        assert!(md.contains("dom0's: `console=hvc0 earlycon tandem.test=memwork,vsock`"));
+        assert!(
+            md.contains("Xen not measured: guests/irq does not run under Xen"),
+            "{md}"
+        );
+        let json = report.json();
+        assert!(json.contains("\"key\": \"memory_workload\""), "{json}");
+        assert!(
+            !json.contains("\"key\": \"memory_workload\", \"reason\""),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"xen\": {\"version\": \"Xen version 4.17.7 (Debian 4.17.7)\""),
+            "{json}"
+        );
+        assert!(json.contains("\"tandem_over_xen\": 0.4,"), "{json}");
+        assert_eq!(json.matches('{').count(), json.matches('}').count());
     }
 }

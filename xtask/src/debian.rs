@@ -82,6 +82,36 @@ pub fn kernel() -> Result<Kernel> {
     Ok(kernel)
 }
 
+/// Debian's Xen for arm64, the peer hypervisor of `cargo xtask bench`. Pinned to 4.17, the
+/// release the benchmarks compare against, rather than whatever `xen-hypervisor-arm64`
+/// would pull in.
+const XEN_PACKAGE: &str = "xen-hypervisor-4.17-arm64";
+/// The hypervisor's Image in that package (`boot/xen-4.17-arm64.efi` is the same Image for
+/// UEFI loaders).
+const XEN_IMAGE: &str = "boot/xen-4.17-arm64";
+
+/// Returns Xen 4.17's arm64 Image from Debian's `xen-hypervisor-4.17-arm64`, fetching the
+/// package once: an arm64 `Image` QEMU's `-kernel` starts at EL2.
+pub fn xen() -> Result<PathBuf> {
+    let root = unpacked(XEN_PACKAGE, || Ok(XEN_PACKAGE.into()))?;
+    let image = root.join(XEN_IMAGE);
+    let header = fs::read(&image).map_err(|e| {
+        Error::new(format!(
+            "cannot read {}: {e}; remove {} and retry",
+            image.display(),
+            root.display()
+        ))
+    })?;
+    if header.len() < 64 || &header[56..60] != b"ARM\x64" {
+        bail!(
+            "{} is not an arm64 Image (Debian's Xen for arm64 is one); remove {} and retry",
+            image.display(),
+            root.display()
+        );
+    }
+    Ok(image)
+}
+
 /// Picks `linux-image-<abi>-arm64` out of `apt-cache depends linux-image-arm64:arm64` output.
 fn kernel_package_from_depends(deps: &str) -> Option<String> {
     deps.lines()

@@ -86,6 +86,13 @@ const DEVMEM_PROBES: [DevmemProbe; 4] = [
     },
 ];
 
+/// `tandem.test=memwork`: how many MiB `dd` streams from `/dev/zero` to `/dev/null` (the
+/// kernel clears and copies out every page), then the size of the file written to, read back
+/// from and removed from `/tmp` (tmpfs, which gets half of RAM by default: the file must fit
+/// in the 1 GiB VM of `configs/virt.dtsi` beside everything else).
+pub const MEMWORK_STREAM_MIB: u32 = 2000;
+pub const MEMWORK_FILE_MIB: u32 = 256;
+
 /// Where Debian's busybox `udhcpc` looks for its hook by default.
 const UDHCPC_SCRIPT: &str = "etc/udhcpc/default.script";
 
@@ -212,6 +219,11 @@ pub fn build() -> Result<PathBuf> {
 ///
 /// - `checks` prints `tandem-check:` lines for the tests (CPUs, RAM, interrupt counts, the
 ///   disk's file, the lease) and then powers off unless `reboot` is also given;
+/// - `memwork` times a memory-heavy job with the guest's own clock (`cargo xtask bench`
+///   reads it): `dd` of [`MEMWORK_STREAM_MIB`] MiB from `/dev/zero` to `/dev/null`, then a
+///   [`MEMWORK_FILE_MIB`] MiB tmpfs file written, read back and removed, and prints
+///   `tandem-test: memwork <N> us (...)` with each step's time in the brackets, or
+///   `tandem-test: memwork FAILED: <step>: <output>`;
 /// - `vsock` exercises the secure guest's service with `tandem-client`, printing
 ///   `tandem-test:` lines (`tests/tests/vsock.rs` reads them): it waits up to 60 s for
 ///   `tandem-test: vsock service up` (or `... DOWN`, which ends the sequence); signs
@@ -265,10 +277,11 @@ echo "tandem-init: user space up on $(nproc) CPUs, uptime $(cut -d ' ' -f 1 /pro
 echo "tandem-init: kernel $(uname -r)"
 echo "tandem-init: $(grep MemTotal /proc/meminfo)"
 
-# tandem.test=<list>: checks, vsock, attest, midstream, poweroff, reboot; tandem.crash=1 makes the
-# vsock test crash the secure guest; tandem.expect=, tandem.root= and tandem.wrong-expect=1 are
-# for the attest test (see xtask/src/initramfs.rs).
+# tandem.test=<list>: checks, memwork, vsock, attest, midstream, poweroff, reboot;
+# tandem.crash=1 makes the vsock test crash the secure guest; tandem.expect=, tandem.root= and
+# tandem.wrong-expect=1 are for the attest test (see xtask/src/initramfs.rs).
 checks=
+memwork=
 vsock=
 attest=
 attest_expect=
@@ -284,11 +297,12 @@ for word in $(cat /proc/cmdline); do
         for t in $(echo "${word#tandem.test=}" | tr , ' '); do
             case "$t" in
             checks) checks=1 ;;
+            memwork) memwork=1 ;;
             vsock) vsock=1 ;;
             attest) attest=1 ;;
             midstream) midstream=1 ;;
             poweroff | reboot) finish=$t ;;
-            *) echo "tandem-init: tandem.test: unknown '$t' (known: checks, vsock, attest, midstream, poweroff, reboot)" ;;
+            *) echo "tandem-init: tandem.test: unknown '$t' (known: checks, memwork, vsock, attest, midstream, poweroff, reboot)" ;;
             esac
         done
         ;;
@@ -309,6 +323,9 @@ fi
     s.push_str(&modules.join(" "));
     s.push_str("\"\n");
     s.push_str(&format!("KNOWN_FILE={known_file}\n"));
+    s.push_str(&format!(
+        "MEMWORK_STREAM_MIB={MEMWORK_STREAM_MIB}\nMEMWORK_FILE_MIB={MEMWORK_FILE_MIB}\n"
+    ));
     s.push_str(
         "# /dev/mem probes of tandem.test=vsock, access:address; each must end in SIGBUS.\n",
     );
@@ -420,6 +437,52 @@ if [ -n "$checks" ]; then
         echo "tandem-check: lease eth0 none"
     fi
     echo "tandem-check: done"
+fi
+
+# tandem.test=memwork: a memory-heavy job, timed by the guest's own clock (with -icount,
+# in instructions): the kernel stamps a marker written to its log before and after each
+# step, at debug level so that it stays off the console. Busybox's date has no %N, and
+# the kernel log's clock is the one the boot figure reads.
+memwork_mark() {
+    echo "<7>tandem-memwork: $1" > /dev/kmsg
+}
+# The kernel log's stamp of marker $1, in microseconds.
+memwork_us() {
+    dmesg | awk -v mark="] tandem-memwork: $1" '
+        index($0, mark) { sub(/^\[ */, ""); split($0, t, "]"); printf "%.0f\n", t[1] * 1000000; exit }'
+}
+memwork_step() {
+    what=$1
+    shift
+    if ! out=$("$@" 2>&1); then
+        echo "tandem-test: memwork FAILED: $what: $out"
+        return 1
+    fi
+}
+memwork_test() {
+    memwork_mark start
+    memwork_step "dd to /dev/null" \
+        dd if=/dev/zero of=/dev/null bs=1M count="$MEMWORK_STREAM_MIB" || return
+    memwork_mark streamed
+    memwork_step "write /tmp/memwork" \
+        dd if=/dev/zero of=/tmp/memwork bs=1M count="$MEMWORK_FILE_MIB" || return
+    memwork_mark written
+    memwork_step "read /tmp/memwork" dd if=/tmp/memwork of=/dev/null bs=1M || return
+    memwork_mark read
+    memwork_step "remove /tmp/memwork" rm /tmp/memwork || return
+    memwork_mark end
+    start=$(memwork_us start)
+    streamed=$(memwork_us streamed)
+    written=$(memwork_us written)
+    read_back=$(memwork_us read)
+    end=$(memwork_us end)
+    echo "tandem-test: memwork $((end - start)) us (stream $MEMWORK_STREAM_MIB MiB" \
+        "$((streamed - start)) us; tmpfs file $MEMWORK_FILE_MIB MiB: write" \
+        "$((written - streamed)) us, read $((read_back - written)) us, remove" \
+        "$((end - read_back)) us)"
+}
+if [ -n "$memwork" ]; then
+    memwork_test
 fi
 
 # Hundredths of a second since boot: the clock of the bounded waits below.
@@ -1248,12 +1311,16 @@ mod tests {
         assert!(s.contains("tandem.test=*)"));
         assert!(s.contains("poweroff -f") && s.contains("reboot -f"));
         assert!(s.contains("KNOWN_FILE=tandem.txt\n"));
+        assert!(s.contains("MEMWORK_STREAM_MIB=2000\nMEMWORK_FILE_MIB=256\n"));
         assert!(s.contains("tandem-check: done"));
         assert!(s.contains(
             "DEVMEM_PROBES=\"read:0x90000000 write:0x90000000 read:0x40200000 read:0x94100000\"\n"
         ));
         for marker in [
             "vsock) vsock=1 ;;",
+            "memwork) memwork=1 ;;",
+            "tandem-test: memwork $((end - start)) us (stream",
+            "tandem-test: memwork FAILED: $what: $out",
             "tandem.crash=1) crash=1 ;;",
             "tandem-test: vsock service up",
             "tandem-test: attack $kind ok",

@@ -16,6 +16,7 @@ mod prereq;
 mod qemu;
 mod test;
 mod vmconfig;
+mod xen;
 
 use std::process::ExitCode;
 

@@ -92,7 +92,7 @@ fn tool(program: &str, args: &[&str]) -> Result<String> {
 }
 
 /// The machine's DTB as QEMU would generate it.
-fn base_dtb(machine: &Machine, out: &Path) -> Result<()> {
+pub fn base_dtb(machine: &Machine, out: &Path) -> Result<()> {
     match machine.board {
         Board::Virt => {
             let gic = match machine.gic {
@@ -509,7 +509,7 @@ fn place(
 }
 
 /// Quotes a string for DTS source.
-fn dts_string(s: &str) -> String {
+pub fn dts_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {
@@ -525,7 +525,7 @@ fn dts_string(s: &str) -> String {
 }
 
 /// `(address, size)` as DTS cells in the given counts.
-fn reg_cells(r: &MemRange, (ac, sc): (usize, usize)) -> Result<String> {
+pub fn reg_cells(r: &MemRange, (ac, sc): (usize, usize)) -> Result<String> {
     let mut cells = Vec::new();
     for (value, count) in [(r.base, ac), (r.size, sc)] {
         if count == 1 && value > u64::from(u32::MAX) {
@@ -605,7 +605,7 @@ fn overrides(
 }
 
 /// Compiles DTS source to a DTB; `include` is where `/include/` looks.
-fn compile(dts: &Path, dtb: &Path, include: &Path) -> Result<()> {
+pub fn compile(dts: &Path, dtb: &Path, include: &Path) -> Result<()> {
     tool(
         "dtc",
         &[
