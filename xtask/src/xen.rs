@@ -26,6 +26,7 @@ const MACHINE: Machine = Machine {
     cpus: 4,
     mem: MemSize(2048),
     firmware: Firmware::Direct,
+    smmu: false,
 };
 
 /// Where `-device loader` puts dom0's kernel and initramfs: where `configs/virt.dtsi` puts
@@ -102,7 +103,7 @@ pub fn command(xen: &Path, dom0: &Dom0<'_>, disk: &Path, work: &Path) -> Result<
             ),
         ]);
     }
-    qemu.args(qemu::device_args(disk));
+    qemu.args(qemu::device_args(disk, false));
     Ok(qemu)
 }
 
