@@ -33,10 +33,21 @@ fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     arch::halt()
 }
 
+/// The counter when the boot CPU entered the image.
+static ENTRY_COUNTER: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Microseconds of counter time since the boot CPU entered the image.
+pub fn micros_since_entry() -> u128 {
+    let t0 = ENTRY_COUNTER.load(core::sync::atomic::Ordering::Relaxed);
+    let freq = sysreg::counter_frequency().max(1);
+    u128::from(sysreg::counter().wrapping_sub(t0)) * 1_000_000 / u128::from(freq)
+}
+
 /// The boot CPU's Rust entry, called by `_start` with the MMU off.
 ///
 /// `dtb` is x0 at entry, `t0` the counter at entry, `load` the image's load address.
 pub extern "C" fn primary_main(dtb: u64, t0: u64, load: u64) -> ! {
+    ENTRY_COUNTER.store(t0, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: x0 is the DTB pointer of the boot protocol, the only CPU runs, and the MMU
     // is off, so the header is read straight from memory.
     let blob = unsafe { arch::firmware_blob(dtb) };

@@ -115,6 +115,8 @@ static ASSIGNED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(usize::MAX)
 static RUNNING: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// The VM (index + 1) each physical SPI is passed through to; 0 for none.
 static SPI_OWNER: [AtomicU16; 1020] = [const { AtomicU16::new(0) }; 1020];
+/// Set by the first vCPU to enter its guest, which reports the boot's cost.
+static FIRST_ENTRY: AtomicBool = AtomicBool::new(false);
 /// Set once every VM is built: secondary CPUs wait for it.
 static READY: AtomicBool = AtomicBool::new(false);
 /// What the boot CPU learned about the board, for restarts.
@@ -905,6 +907,15 @@ pub fn run_cpu(cpu: usize) -> ! {
     *frame_ref = TrapFrame::new(0, SPSR_EL1H_MASKED, [0; 4]);
     wait_for_start(vm, vcpu, frame_ref);
     flush_lrs(vm, vcpu);
+    if !FIRST_ENTRY.swap(true, Ordering::AcqRel) {
+        let image = crate::arch::mmu::image_layout().image.len() / 1024;
+        info!(
+            "boot: entry to first guest instruction {} us; EL2 memory {image} KiB (the image with its stacks and heap), heap {} KiB in use of {}",
+            crate::boot::micros_since_entry(),
+            crate::heap::used() / 1024,
+            crate::arch::entry::HEAP_SIZE / 1024
+        );
+    }
     // SAFETY: `frame` is at the top of this CPU's stack and the CPU is in the VM's context
     // (`wait_for_start` loaded it).
     unsafe { vcpu::enter(frame) }
@@ -952,7 +963,13 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
         ));
         arch::halt()
     };
-    sync_lrs(vm, vcpu);
+    let lrs = read_lrs();
+    // Nothing changed since the last entry (the guest took no interrupt, nothing was
+    // raised): skip the virtual GIC's sync and flush, the bulk of a quiet trap's cost.
+    let mut quiet = unchanged_since_flush(vm, vcpu, &lrs);
+    if !quiet {
+        sync_lrs(vm, vcpu, &lrs);
+    }
     resample_vtimer(vm, vcpu);
     match slot.0 & 3 {
         0 => sync(vm, vcpu, frame),
@@ -969,20 +986,64 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
         // The VM stopped or restarted (here or on another vCPU): this vCPU waits until it
         // is started again.
         wait_for_start(vm, vcpu, frame);
+        // Its list registers were reset.
+        quiet = false;
     }
-    flush_lrs(vm, vcpu);
+    if !(quiet && unchanged_since_flush(vm, vcpu, &lrs)) {
+        flush_lrs(vm, vcpu);
+    }
 }
 
-/// Reads this vCPU's list registers back into the virtual GIC after it exited.
-fn sync_lrs(vm: &Vm, vcpu: usize) {
-    let Some(vgic) = &vm.vgic else { return };
+/// This CPU's list registers (as many as it has, up to 16; the rest invalid).
+fn read_lrs() -> ListRegisters {
     let n = gic::list_register_count().min(16);
-    let mut lrs = [ListRegister::INVALID; 16];
-    for (i, lr) in lrs.iter_mut().enumerate().take(n) {
+    let mut lrs = ListRegisters {
+        regs: [ListRegister::INVALID; 16],
+        len: n,
+    };
+    for (i, lr) in lrs.regs.iter_mut().enumerate().take(n) {
         *lr = gic::read_lr(i);
     }
+    lrs
+}
+
+/// The list registers read back at a trap.
+struct ListRegisters {
+    regs: [ListRegister; 16],
+    len: usize,
+}
+
+impl ListRegisters {
+    fn as_slice(&self) -> &[ListRegister] {
+        &self.regs[..self.len]
+    }
+}
+
+/// Whether `vcpu`'s list registers and its virtual GIC are exactly as the last flush left
+/// them, so that neither a sync nor a flush would change anything. Not when a list register
+/// holds the virtual timer's interrupt pending while its line has dropped: the sync would
+/// let the resample drop it.
+fn unchanged_since_flush(vm: &Vm, vcpu: usize, lrs: &ListRegisters) -> bool {
+    let Some(vgic) = &vm.vgic else {
+        return false;
+    };
+    let timer_gone = !vcpu::guest_vtimer_line()
+        && lrs
+            .as_slice()
+            .iter()
+            .any(|lr| lr.vintid == gic::VTIMER_PPI && lr.state.pending());
+    !timer_gone
+        && vgic
+            .model
+            .lock()
+            .unchanged_since_flush(vcpu, lrs.as_slice())
+}
+
+/// Hands this vCPU's list registers, read back after it exited, to the virtual GIC.
+fn sync_lrs(vm: &Vm, vcpu: usize, lrs: &ListRegisters) {
+    let Some(vgic) = &vm.vgic else { return };
     let mut effects = Vec::new();
-    vgic.model.lock().sync(vcpu, &lrs[..n], &mut effects);
+    vgic.model.lock().sync(vcpu, lrs.as_slice(), &mut effects);
     apply(vm, vcpu, &effects);
 }
 

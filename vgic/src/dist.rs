@@ -415,6 +415,7 @@ impl Vgic {
         value: u64,
         sink: &mut dyn EffectSink,
     ) {
+        self.touch();
         let note = |why| {
             Effect::Note(Note::Ignored {
                 region: Region::Distributor,

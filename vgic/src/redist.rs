@@ -179,6 +179,7 @@ impl Vgic {
         value: u64,
         sink: &mut dyn EffectSink,
     ) {
+        self.touch();
         let note = |why| {
             Effect::Note(Note::Ignored {
                 region: Region::Redistributor,

@@ -37,6 +37,7 @@ impl Vgic {
         }
         irq.latch = false;
         sink.push(Effect::DeactivatePhysical(u32::from(pintid)));
+        self.touch();
         true
     }
 }

@@ -13,6 +13,7 @@ impl Vgic {
     /// each vCPU with Aff0 = RS × 16 + *bit* in TargetList and Aff1..Aff3 = 0. Ignored on
     /// a v2 GIC. Targets other than the sender get [`Effect::Kick`]s.
     pub fn sgi1r(&mut self, sender: usize, value: u64, sink: &mut dyn EffectSink) {
+        self.touch();
         if self.version != GicVersion::V3 || sender >= self.vcpus {
             return;
         }

@@ -29,6 +29,9 @@ pub struct Vgic {
     /// SPIs, from INTID 32.
     shared: Vec<Irq>,
     pub(crate) cpus: Vec<Cpu>,
+    /// Bumped by every call that may change the model's state (see
+    /// [`Vgic::unchanged_since_flush`]).
+    mutations: u64,
 }
 
 /// Per-vCPU state outside the interrupts themselves.
@@ -38,6 +41,11 @@ pub(crate) struct Cpu {
     pub(crate) asleep: bool,
     /// What the last `flush` put in each list register, in order.
     loaded: Vec<Loaded>,
+    /// The model's mutation count right after the last `flush`, and the list registers
+    /// that flush wrote (the first `flushed_len` of `flushed`).
+    flushed_at: Option<u64>,
+    flushed: [ListRegister; MAX_LIST_REGISTERS],
+    flushed_len: usize,
 }
 
 /// One list register handed out by `flush`.
@@ -144,6 +152,9 @@ impl Vgic {
             .map(|_| Cpu {
                 asleep: true,
                 loaded: Vec::with_capacity(16),
+                flushed_at: None,
+                flushed: [ListRegister::INVALID; MAX_LIST_REGISTERS],
+                flushed_len: 0,
             })
             .collect();
         Ok(Self {
@@ -155,6 +166,26 @@ impl Vgic {
             private,
             shared,
             cpus,
+            mutations: 0,
+        })
+    }
+
+    /// Records that the model's state may change now: every mutating entry point calls it
+    /// first.
+    pub(crate) fn touch(&mut self) {
+        self.mutations = self.mutations.wrapping_add(1);
+    }
+
+    /// Whether nothing has changed for `vcpu` since its last [`flush`](Self::flush): no
+    /// call has changed the model since, and `lrs` (read back from the hardware) are
+    /// exactly what that flush wrote, so the guest neither acknowledged nor ended
+    /// anything. Then a [`sync`](Self::sync) followed by a `flush` would write the same
+    /// list registers again, and the hypervisor may skip both: the fast path of a trap
+    /// that does not touch interrupts (a hypercall, most MMIO).
+    pub fn unchanged_since_flush(&self, vcpu: usize, lrs: &[ListRegister]) -> bool {
+        self.cpus.get(vcpu).is_some_and(|cpu| {
+            cpu.flushed_at == Some(self.mutations)
+                && cpu.flushed.get(..cpu.flushed_len) == Some(lrs)
         })
     }
 
@@ -351,6 +382,7 @@ impl Vgic {
         vcpu: usize,
         sink: &mut dyn EffectSink,
     ) -> Result<(), VgicError> {
+        self.touch();
         self.check_input(intid, vcpu)?;
         self.set_latch(vcpu, intid, vcpu);
         let mut kicks = 0;
@@ -369,6 +401,7 @@ impl Vgic {
         level: bool,
         sink: &mut dyn EffectSink,
     ) -> Result<(), VgicError> {
+        self.touch();
         self.check_input(intid, vcpu)?;
         if let Some(irq) = self.irq(vcpu, intid) {
             let rising = level && !irq.line;
@@ -402,6 +435,7 @@ impl Vgic {
         pintid: Option<u32>,
         sink: &mut dyn EffectSink,
     ) -> Result<(), VgicError> {
+        self.touch();
         self.check_input(intid, vcpu)?;
         let new = match pintid {
             Some(p) if (16..1020).contains(&p) => Some(p as u16),
@@ -430,6 +464,7 @@ impl Vgic {
         vcpu: usize,
         sink: &mut dyn EffectSink,
     ) -> Result<(), VgicError> {
+        self.touch();
         self.check_input(intid, vcpu)?;
         if self.irq(vcpu, intid).and_then(|irq| irq.hw).is_none() {
             return Err(VgicError::NotForwarded { intid });
@@ -544,6 +579,7 @@ impl Vgic {
         lrs: &mut [ListRegister],
         sink: &mut dyn EffectSink,
     ) -> FlushOutcome {
+        self.touch();
         for lr in lrs.iter_mut() {
             *lr = ListRegister::INVALID;
         }
@@ -625,6 +661,15 @@ impl Vgic {
                 });
             }
         }
+        let mutations = self.mutations;
+        if let Some(cpu) = self.cpus.get_mut(vcpu) {
+            let n = lrs.len().min(MAX_LIST_REGISTERS);
+            cpu.flushed[..n].copy_from_slice(&lrs[..n]);
+            cpu.flushed_len = n;
+            // A flush that could not hold every list register the caller has leaves
+            // nothing to compare against.
+            cpu.flushed_at = (n == lrs.len()).then_some(mutations);
+        }
         FlushOutcome {
             loaded: count,
             underflow: left_over && count >= 2,
@@ -638,6 +683,7 @@ impl Vgic {
     /// in service. Level-sensitive interrupts whose line is still high become pending
     /// again. Missing entries count as unchanged.
     pub fn sync(&mut self, vcpu: usize, lrs: &[ListRegister], sink: &mut dyn EffectSink) {
+        self.touch();
         if vcpu >= self.vcpus {
             return;
         }

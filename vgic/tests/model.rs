@@ -842,10 +842,29 @@ impl Harness {
         Ok(true)
     }
 
-    fn exit(&mut self, vcpu: usize) {
+    fn exit(&mut self, vcpu: usize) -> Result<(), TestCaseError> {
         let Some(run) = self.running[vcpu].take() else {
-            return;
+            return Ok(());
         };
+        // The hypervisor's fast path: when the model says nothing changed since the flush,
+        // it skips this sync and the next flush. They must indeed change nothing.
+        if self.g.unchanged_since_flush(vcpu, &run.lrs) {
+            let mut twin = self.g.clone();
+            let mut effects = Vec::new();
+            twin.sync(vcpu, &run.lrs, &mut effects);
+            let mut lrs = vec![ListRegister::INVALID; self.lrs];
+            twin.flush(vcpu, &mut lrs, &mut effects);
+            prop_assert_eq!(
+                &lrs,
+                &run.lrs,
+                "a skipped sync and flush would have changed the list registers"
+            );
+            prop_assert!(
+                effects.is_empty(),
+                "a skipped sync and flush would have had effects: {:?}",
+                effects
+            );
+        }
         self.g.sync(vcpu, &run.lrs, &mut self.effects);
         // Still pending: the list register's copy and a later edge merge into one.
         for lr in run.lrs.iter().filter(|lr| lr.state.pending()) {
@@ -854,6 +873,7 @@ impl Harness {
                 owed.extra = false;
             }
         }
+        Ok(())
     }
 
     /// Runs the vCPU until it has nothing left to acknowledge.
@@ -868,7 +888,7 @@ impl Harness {
             }
             progress = true;
         }
-        self.exit(vcpu);
+        self.exit(vcpu)?;
         Ok(progress)
     }
 
@@ -880,7 +900,7 @@ impl Harness {
         access: impl FnOnce(&mut Self) -> R,
     ) -> Result<R, TestCaseError> {
         let was_running = self.running[vcpu].is_some();
-        self.exit(vcpu);
+        self.exit(vcpu)?;
         let result = access(self);
         if was_running {
             self.enter(vcpu)?;
@@ -974,7 +994,7 @@ impl Harness {
                 Some(vcpu % n)
             }
             Op::Exit(vcpu) => {
-                self.exit(vcpu % n);
+                self.exit(vcpu % n)?;
                 Some(vcpu % n)
             }
             Op::Run(vcpu) => {
@@ -1067,7 +1087,7 @@ impl Harness {
                 }
                 let maintenance = self.running[vcpu].as_ref().is_some_and(Run::maintenance);
                 if self.kicked[vcpu] || maintenance {
-                    self.exit(vcpu);
+                    self.exit(vcpu)?;
                     progress = true;
                 }
                 self.take_kicks();
