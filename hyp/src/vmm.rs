@@ -164,6 +164,10 @@ pub fn setup(
     el2_owned: &[MemRange],
 ) {
     let labels: Vec<String> = config.vms.iter().map(|v| v.label.clone()).collect();
+    log::debug!(
+        "boot: VM setup from {} us",
+        crate::boot::micros_since_entry()
+    );
     let board = BOARD.call_once(|| Board {
         platform,
         el2_owned: el2_owned.to_vec(),
@@ -245,8 +249,18 @@ pub fn setup(
     VMS.call_once(|| vms);
     iommu::setup(&board.platform, VMS.get().map_or(&[], Vec::as_slice));
     vsock::report();
+    log::debug!(
+        "boot: VMs built at {} us",
+        crate::boot::micros_since_entry()
+    );
     for vm in VMS.get().into_iter().flatten() {
-        if let Err(why) = load(vm) {
+        let result = load(vm);
+        log::debug!(
+            "boot: vm {} loaded at {} us",
+            vm.config.label,
+            crate::boot::micros_since_entry()
+        );
+        if let Err(why) = result {
             error!("vm {}: not started: {why}", vm.config.label);
             vm.stopped.store(true, Ordering::Release);
         }

@@ -122,8 +122,90 @@ pub fn write_physical(dst: u64, data: &[u8]) -> bool {
     }
     // SAFETY: the range is mapped read-write RAM outside the hypervisor's image (checked
     // above), so no Rust object of ours lives there; `data` is elsewhere (a module).
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), dst as usize as *mut u8, data.len()) };
+    unsafe { copy_bulk(dst as usize as *mut u8, data.as_ptr(), data.len()) };
     true
+}
+
+/// Bytes one iteration of [`copy_bulk`]'s loop moves.
+const COPY_BLOCK: usize = 64;
+
+/// Copies `len` bytes from `src` to `dst`, 64 bytes per loop iteration with load and store
+/// pairs where both are 16-byte aligned; the rest with `memcpy`. The target has no
+/// FP/SIMD registers, so the compiler's `memcpy` moves 8 bytes per iteration: a guest's
+/// 37 MB of images took 18 M instructions at every boot, and this loop takes a third.
+///
+/// # Safety
+/// As for `core::ptr::copy_nonoverlapping`.
+unsafe fn copy_bulk(dst: *mut u8, src: *const u8, len: usize) {
+    let aligned = (dst as usize | src as usize).is_multiple_of(16);
+    let blocks = if aligned { len / COPY_BLOCK } else { 0 };
+    if blocks > 0 {
+        // SAFETY: the caller vouches for `[src, src + len)` and `[dst, dst + len)`;
+        // the loop touches the first `blocks * 64` bytes of each.
+        unsafe {
+            core::arch::asm!(
+                // Four load pairs, four store pairs: 64 bytes a turn.
+                "2:",
+                "ldp {a}, {b}, [{src}]",
+                "ldp {c}, {d}, [{src}, #16]",
+                "stp {a}, {b}, [{dst}]",
+                "stp {c}, {d}, [{dst}, #16]",
+                "ldp {a}, {b}, [{src}, #32]",
+                "ldp {c}, {d}, [{src}, #48]",
+                "stp {a}, {b}, [{dst}, #32]",
+                "stp {c}, {d}, [{dst}, #48]",
+                "add {src}, {src}, #64",
+                "add {dst}, {dst}, #64",
+                "subs {n}, {n}, #1",
+                "b.ne 2b",
+                src = inout(reg) src => _,
+                dst = inout(reg) dst => _,
+                n = inout(reg) blocks => _,
+                a = out(reg) _,
+                b = out(reg) _,
+                c = out(reg) _,
+                d = out(reg) _,
+                options(nostack)
+            );
+        }
+    }
+    let done = blocks * COPY_BLOCK;
+    // SAFETY: the rest of the same ranges.
+    unsafe { core::ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done) };
+}
+
+/// Zeroes `len` bytes at `dst` with `DC ZVA` (one instruction per block, usually 64
+/// bytes) where the CPU allows it, and `memset` around it: a restarting 1 GiB VM's memory
+/// costs 16 M instructions instead of 400 M.
+///
+/// # Safety
+/// `[dst, dst + len)` must be Normal memory this CPU may write.
+unsafe fn zero_bulk(dst: *mut u8, len: usize) {
+    let dczid: u64;
+    // SAFETY: reading DCZID_EL0 has no side effects.
+    unsafe {
+        core::arch::asm!("mrs {}, dczid_el0", out(reg) dczid, options(nomem, nostack, preserves_flags))
+    };
+    // DZP (bit 4) prohibits DC ZVA; BS (bits 3:0) is log2 of the block in 4-byte words.
+    let block = 4usize << (dczid & 0xf);
+    let start = dst as usize;
+    let first = start.next_multiple_of(block);
+    let last = (start + len) & !(block - 1);
+    if dczid & 0x10 != 0 || first >= last {
+        // SAFETY: as the caller promises.
+        unsafe { core::ptr::write_bytes(dst, 0, len) };
+        return;
+    }
+    // SAFETY: `[start, first)`, `[first, last)` and `[last, start + len)` split the range.
+    unsafe {
+        core::ptr::write_bytes(dst, 0, first - start);
+        let mut at = first;
+        while at < last {
+            core::arch::asm!("dc zva, {}", in(reg) at, options(nostack, preserves_flags));
+            at += block;
+        }
+        core::ptr::write_bytes(last as *mut u8, 0, start + len - last);
+    }
 }
 
 /// Fills physical `[dst, dst + len)` with zeros, under the same rule as `write_physical`.
@@ -131,8 +213,8 @@ pub fn zero_physical(dst: u64, len: u64) -> bool {
     let (true, Ok(n)) = (guest_writable(dst, len), usize::try_from(len)) else {
         return false;
     };
-    // SAFETY: as for `write_physical`.
-    unsafe { core::ptr::write_bytes(dst as usize as *mut u8, 0, n) };
+    // SAFETY: as for `write_physical`: mapped read-write Normal memory (RAM).
+    unsafe { zero_bulk(dst as usize as *mut u8, n) };
     true
 }
 
