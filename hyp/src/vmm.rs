@@ -139,6 +139,8 @@ struct Board {
 struct Identity {
     config: Attestation,
     hyp_digest: Digest,
+    /// The device key pair, derived once from the device secret.
+    device_key: attest::KeyPair,
 }
 
 impl Board {
@@ -175,6 +177,7 @@ pub fn setup(
         shmem: config.shmem.clone(),
         vsock: config.vsock.clone(),
         identity: config.attestation.clone().map(|config| Identity {
+            device_key: attest::device_key(&config.device_secret),
             config,
             hyp_digest: hyp_digest(),
         }),
@@ -183,10 +186,12 @@ pub fn setup(
         info!(
             "attestation: {HYP_VERSION}, code {}, device key {}",
             measure::hex(&i.hyp_digest),
-            measure::hex(&*attest::device_key(&i.config.device_secret).pk)
+            measure::hex(&*i.device_key.pk)
         );
     }
+    log::debug!("boot: identity at {} us", crate::boot::micros_since_entry());
     vsock::setup(&board.vsock);
+    log::debug!("boot: vsock at {} us", crate::boot::micros_since_entry());
     let mut vms = Vec::new();
     let mut vmids = stage2::VmidAllocator::new();
     let unclean: Vec<Vec<MemRange>> = config
@@ -824,7 +829,8 @@ fn record_launch(vm: &Vm, board: &Board, measured: &[(&str, Digest)]) {
             .map_or([0; 32], |(_, d)| *d)
     };
     let handover = board.identity_for(vm.config.index).map(|i| {
-        Handover::make(
+        Handover::make_with(
+            &i.device_key,
             &i.config.device_secret,
             label,
             digest("kernel"),

@@ -21,7 +21,8 @@
 
 use core::fmt;
 
-use ed25519_compact::{KeyPair, PublicKey, Seed, Signature};
+pub use ed25519_compact::KeyPair;
+use ed25519_compact::{PublicKey, Seed, Signature};
 use hmac::{Hmac, Mac};
 use sha2::{Digest as _, Sha256};
 
@@ -209,11 +210,26 @@ impl Handover {
         hyp_version: &str,
         hyp_digest: Digest,
     ) -> Self {
+        let device = device_key(uds);
+        Self::make_with(&device, uds, label, image, config, hyp_version, hyp_digest)
+    }
+
+    /// [`Handover::make`] with the device key already derived from `uds` (by
+    /// [`device_key`]): a hypervisor derives it once, as each derivation costs a scalar
+    /// multiplication.
+    pub fn make_with(
+        device: &KeyPair,
+        uds: &[u8; SECRET_LEN],
+        label: &str,
+        image: Digest,
+        config: Digest,
+        hyp_version: &str,
+        hyp_digest: Digest,
+    ) -> Self {
         let cdi = derive_cdi(uds, &image, &config);
         let vm = vm_key(&cdi);
         let certificate =
             Certificate::new(label, image, config, hyp_version, hyp_digest, *vm.pk).encode();
-        let device = device_key(uds);
         Self {
             cdi,
             certificate,
