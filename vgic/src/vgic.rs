@@ -401,8 +401,13 @@ impl Vgic {
         level: bool,
         sink: &mut dyn EffectSink,
     ) -> Result<(), VgicError> {
-        self.touch();
         self.check_input(intid, vcpu)?;
+        // The line already is at that level: nothing changes (and a device model that
+        // reports its level after every register access does not end the fast path).
+        if self.irq(vcpu, intid).is_some_and(|irq| irq.line == level) {
+            return Ok(());
+        }
+        self.touch();
         if let Some(irq) = self.irq(vcpu, intid) {
             let rising = level && !irq.line;
             let fresh = !irq.holds_physical() && irq.loaded_on.is_none();
