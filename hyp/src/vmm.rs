@@ -986,7 +986,7 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
     let lrs = read_lrs();
     // Nothing changed since the last entry (the guest took no interrupt, nothing was
     // raised): skip the virtual GIC's sync and flush, the bulk of a quiet trap's cost.
-    let mut quiet = unchanged_since_flush(vm, vcpu, &lrs);
+    let mut quiet = unchanged_since_flush(vm, vcpu, cpu, &lrs);
     if !quiet {
         sync_lrs(vm, vcpu, &lrs);
     }
@@ -1009,61 +1009,87 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
         // Its list registers were reset.
         quiet = false;
     }
-    if !(quiet && unchanged_since_flush(vm, vcpu, &lrs)) {
+    if !(quiet && unchanged_since_flush(vm, vcpu, cpu, &lrs)) {
         flush_lrs(vm, vcpu);
     }
 }
 
-/// This CPU's list registers (as many as it has, up to 16; the rest invalid).
+/// List registers used per CPU, at most.
+const LRS: usize = 16;
+
+/// What each CPU's last flush wrote to its list registers, raw, and how many.
+static FLUSHED: [[AtomicU64; LRS]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; LRS] }; MAX_CPUS];
+
+/// This CPU's list registers as the hardware holds them (as many as it has, up to 16).
+#[inline(always)]
 fn read_lrs() -> ListRegisters {
-    let n = gic::list_register_count().min(16);
+    let n = gic::list_register_count().min(LRS);
     let mut lrs = ListRegisters {
-        regs: [ListRegister::INVALID; 16],
+        raw: [0; LRS],
         len: n,
     };
-    for (i, lr) in lrs.regs.iter_mut().enumerate().take(n) {
-        *lr = gic::read_lr(i);
+    for (i, raw) in lrs.raw.iter_mut().enumerate().take(n) {
+        *raw = gic::read_lr_raw(i);
     }
     lrs
 }
 
-/// The list registers read back at a trap.
+/// The list registers read back at a trap, raw.
 struct ListRegisters {
-    regs: [ListRegister; 16],
+    raw: [u64; LRS],
     len: usize,
 }
 
 impl ListRegisters {
-    fn as_slice(&self) -> &[ListRegister] {
-        &self.regs[..self.len]
+    fn raw(&self) -> &[u64] {
+        &self.raw[..self.len]
+    }
+
+    /// Decoded, for the virtual GIC.
+    fn decoded(&self) -> [ListRegister; LRS] {
+        let mut out = [ListRegister::INVALID; LRS];
+        for (lr, &raw) in out.iter_mut().zip(self.raw()) {
+            *lr = gic::decode_lr(raw);
+        }
+        out
     }
 }
 
-/// Whether `vcpu`'s list registers and its virtual GIC are exactly as the last flush left
-/// them, so that neither a sync nor a flush would change anything. Not when a list register
-/// holds the virtual timer's interrupt pending while its line has dropped: the sync would
-/// let the resample drop it.
-fn unchanged_since_flush(vm: &Vm, vcpu: usize, lrs: &ListRegisters) -> bool {
-    let Some(vgic) = &vm.vgic else {
+/// Whether `vcpu`'s list registers hold exactly what the last flush on this `cpu` wrote,
+/// and its virtual GIC has not changed since, so that neither a sync nor a flush would
+/// change anything (the model's `unchanged_since_flush`, with the comparison done on the
+/// raw registers). Not when a list register holds the virtual timer's interrupt pending
+/// while its line has dropped: the sync would let the resample drop it.
+fn unchanged_since_flush(vm: &Vm, vcpu: usize, cpu: usize, lrs: &ListRegisters) -> bool {
+    let (Some(vgic), Some(flushed)) = (&vm.vgic, FLUSHED.get(cpu)) else {
         return false;
     };
+    let same = lrs
+        .raw()
+        .iter()
+        .zip(flushed)
+        .all(|(raw, f)| *raw == f.load(Ordering::Relaxed));
+    if !same {
+        return false;
+    }
+    // (An all-zero register is invalid in both GIC versions: no decoding needed.)
     let timer_gone = !vcpu::guest_vtimer_line()
-        && lrs
-            .as_slice()
-            .iter()
-            .any(|lr| lr.vintid == gic::VTIMER_PPI && lr.state.pending());
-    !timer_gone
-        && vgic
-            .model
-            .lock()
-            .unchanged_since_flush(vcpu, lrs.as_slice())
+        && lrs.raw().iter().filter(|&&raw| raw != 0).any(|&raw| {
+            let lr = gic::decode_lr(raw);
+            lr.vintid == gic::VTIMER_PPI && lr.state.pending()
+        });
+    !timer_gone && vgic.model.lock().untouched_since_flush(vcpu)
 }
 
 /// Hands this vCPU's list registers, read back after it exited, to the virtual GIC.
 fn sync_lrs(vm: &Vm, vcpu: usize, lrs: &ListRegisters) {
     let Some(vgic) = &vm.vgic else { return };
     let mut effects = Vec::new();
-    vgic.model.lock().sync(vcpu, lrs.as_slice(), &mut effects);
+    let decoded = lrs.decoded();
+    vgic.model
+        .lock()
+        .sync(vcpu, &decoded[..lrs.len], &mut effects);
     apply(vm, vcpu, &effects);
 }
 
@@ -1090,8 +1116,12 @@ fn flush_lrs(vm: &Vm, vcpu: usize) {
     let mut lrs = [ListRegister::INVALID; 16];
     let mut effects = Vec::new();
     let outcome = vgic.model.lock().flush(vcpu, &mut lrs[..n], &mut effects);
+    let flushed = FLUSHED.get(sysreg::cpu_index());
     for (i, lr) in lrs.iter().enumerate().take(n) {
-        gic::write_lr(i, lr);
+        let raw = gic::write_lr(i, lr);
+        if let Some(slot) = flushed.and_then(|f| f.get(i)) {
+            slot.store(raw, Ordering::Relaxed);
+        }
     }
     gic::enable_virtual_interface(outcome.hcr_bits());
     apply(vm, vcpu, &effects);

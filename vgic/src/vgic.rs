@@ -183,10 +183,21 @@ impl Vgic {
     /// list registers again, and the hypervisor may skip both: the fast path of a trap
     /// that does not touch interrupts (a hypercall, most MMIO).
     pub fn unchanged_since_flush(&self, vcpu: usize, lrs: &[ListRegister]) -> bool {
-        self.cpus.get(vcpu).is_some_and(|cpu| {
-            cpu.flushed_at == Some(self.mutations)
-                && cpu.flushed.get(..cpu.flushed_len) == Some(lrs)
-        })
+        self.untouched_since_flush(vcpu)
+            && self
+                .cpus
+                .get(vcpu)
+                .is_some_and(|cpu| cpu.flushed.get(..cpu.flushed_len) == Some(lrs))
+    }
+
+    /// The first half of [`unchanged_since_flush`](Self::unchanged_since_flush): no call
+    /// has changed the model since `vcpu`'s last flush, which filled all the list
+    /// registers it was given. A hypervisor that compares the raw list registers with what
+    /// it wrote at that flush needs only this.
+    pub fn untouched_since_flush(&self, vcpu: usize) -> bool {
+        self.cpus
+            .get(vcpu)
+            .is_some_and(|cpu| cpu.flushed_at == Some(self.mutations))
     }
 
     /// The GIC version the guest sees.

@@ -256,19 +256,36 @@ pub fn list_register_count() -> usize {
     }
 }
 
-/// Reads list register `n`.
-pub fn read_lr(n: usize) -> vgic::ListRegister {
+/// List register `n` as the hardware holds it (a GICv2 GICH_LR widened), to compare with
+/// what [`write_lr`] returned.
+pub fn read_lr_raw(n: usize) -> u64 {
     match version() {
-        2 => vgic::ListRegister::from_gich_lr(super::gicv2::read_lr(n)),
-        _ => vgic::ListRegister::from_ich_lr(crate::arch::gic::ich::read_lr(n)),
+        2 => u64::from(super::gicv2::read_lr(n)),
+        _ => crate::arch::gic::ich::read_lr(n),
     }
 }
 
-/// Writes list register `n`.
-pub fn write_lr(n: usize, lr: &vgic::ListRegister) {
+/// Decodes what [`read_lr_raw`] read.
+pub fn decode_lr(raw: u64) -> vgic::ListRegister {
     match version() {
-        2 => super::gicv2::write_lr(n, lr.to_gich_lr()),
-        _ => crate::arch::gic::ich::write_lr(n, lr.to_ich_lr()),
+        2 => vgic::ListRegister::from_gich_lr(raw as u32),
+        _ => vgic::ListRegister::from_ich_lr(raw),
+    }
+}
+
+/// Writes list register `n`; returns the raw value written.
+pub fn write_lr(n: usize, lr: &vgic::ListRegister) -> u64 {
+    match version() {
+        2 => {
+            let raw = lr.to_gich_lr();
+            super::gicv2::write_lr(n, raw);
+            u64::from(raw)
+        }
+        _ => {
+            let raw = lr.to_ich_lr();
+            crate::arch::gic::ich::write_lr(n, raw);
+            raw
+        }
     }
 }
 
