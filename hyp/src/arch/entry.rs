@@ -26,8 +26,12 @@ pub const STACK_SLOT: usize = 2 * STACK_SIZE;
 const EMERGENCY_STACK: usize = PAGE_SIZE as usize;
 /// Tables available to the EL2 stage-1 mapping.
 pub const PAGETABLE_POOL: usize = 48;
-/// The EL2 heap: the `Platform`, later VM state.
-pub const HEAP_SIZE: usize = 4 * 1024 * 1024;
+/// The EL2 heap: the `Platform`, the VMs' stage-2 tables, virtual GICs and device models,
+/// the SMMU's tables and queues. The default layout (Linux and the secure guest, vsock,
+/// shared memory) uses 84 KiB of it, 128 KiB with the SMMU and a PCI bridge; 2 MiB leaves room for
+/// VMs mapped with 4 KiB pages (each GiB of those takes 2 MiB of tables, so such a VM
+/// needs a larger heap) while EL2 as a whole stays under 4 MiB.
+pub const HEAP_SIZE: usize = 2 * 1024 * 1024;
 
 /// Image header flags: little-endian, 4 KiB pages, may be placed anywhere in memory.
 const IMAGE_FLAGS: u64 = (1 << 1) | (1 << 3);
