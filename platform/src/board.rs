@@ -199,7 +199,9 @@ pub struct Timer {
 /// Which UART programming model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UartKind {
-    /// Arm PL011 (`"arm,pl011"`).
+    /// Arm PL011 (`"arm,pl011"`), or the SBSA generic UART (`"arm,sbsa-uart"`): a subset
+    /// of the PL011's registers at the same offsets (Arm Server Base System Architecture,
+    /// the Generic UART appendix), which is what Xen gives its domUs (`vpl011`).
     Pl011,
     /// Broadcom BCM2835 mini-UART (`"brcm,bcm2835-aux-uart"`).
     Bcm2835Aux,
@@ -221,7 +223,7 @@ impl UartKind {
         reg_io_width: Option<u32>,
     ) -> Option<Self> {
         compatible.split(|&b| b == 0).find_map(|c| match c {
-            b"arm,pl011" => Some(Self::Pl011),
+            b"arm,pl011" | b"arm,sbsa-uart" => Some(Self::Pl011),
             b"brcm,bcm2835-aux-uart" => Some(Self::Bcm2835Aux),
             b"ns16550a" | b"ns16550" | b"snps,dw-apb-uart" => Some(Self::Ns16550 {
                 reg_shift: reg_shift.unwrap_or(0),
@@ -324,4 +326,23 @@ pub(crate) fn strip_options(path: &str) -> &str {
 /// address may be left out when it is unambiguous).
 pub(crate) fn name_matches(component: &str, name: &str) -> bool {
     component == name || (!component.contains('@') && name.split('@').next() == Some(component))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sbsa_generic_uart_is_driven_as_a_pl011() {
+        // Xen's vpl011 node in a domU's device tree.
+        assert_eq!(
+            UartKind::from_node(b"arm,sbsa-uart\0", None, None),
+            Some(UartKind::Pl011)
+        );
+        assert_eq!(
+            UartKind::from_node(b"vendor,uart\0arm,sbsa-uart\0", None, None),
+            Some(UartKind::Pl011)
+        );
+        assert_eq!(UartKind::from_node(b"arm,sbsa-uart-2\0", None, None), None);
+    }
 }

@@ -8,8 +8,8 @@
 //!
 //! The experiments are driven from the outside, the way a user would: the native guest is
 //! QEMU itself, Tandem is this xtask's own `run` command, Xen 4.17 (Debian's) is QEMU booting
-//! it with Linux as dom0 (see [`crate::xen`]), and the figures are read from the console.
-//! Each console is kept in `target/bench/logs/`.
+//! it with Linux as dom0 or with guests/irq as a dom0less domU (see [`crate::xen`]), and the
+//! figures are read from the console. Each console is kept in `target/bench/logs/`.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
@@ -20,17 +20,26 @@ use std::time::{Duration, Instant};
 
 use crate::build::{self, BuildArgs};
 use crate::cmd::{self, Error, Result};
-use crate::qemu::die_with_parent;
-use crate::xen::{self, Dom0};
+use crate::qemu::{die_with_parent, Board, Firmware, Gic, Machine, MemSize};
+use crate::xen::{self, Dom0, DomU};
 use crate::{debian, disk, guests, initramfs, prereq};
 
 /// The options that make guest time follow instructions (as `cargo xtask run --icount`).
 const ICOUNT: [&str; 4] = ["-icount", "shift=0,align=off,sleep=off", "-rtc", "clock=vm"];
 /// How many times each experiment runs: twice shows whether a figure repeats.
 const RUNS: usize = 2;
-/// guests/irq's machine: two CPUs (the SGI round trip needs a second), 1 GiB.
-const IRQ_CPUS: &str = "2";
-const IRQ_MACHINE_MEM: &str = "1G";
+/// guests/irq's machine: two CPUs (the SGI round trip needs a second), 1 GiB, GICv3;
+/// natively, under Tandem and under Xen alike.
+const IRQ_MACHINE: Machine = Machine {
+    board: Board::Virt,
+    gic: Gic::V3,
+    cpus: 2,
+    mem: MemSize(1024),
+    firmware: Firmware::Direct,
+    smmu: false,
+};
+/// The RAM of guests/irq's VM under Tandem and of its domU under Xen.
+const IRQ_VM_MIB: u64 = 64;
 /// The irq guest's arguments: its defaults for the full run, fewer samples for `--quick`.
 const IRQ_ARGS_FULL: &str = "mode=check";
 const IRQ_ARGS_QUICK: &str = "mode=check trips=200 deadlines=5 alarms=1";
@@ -70,6 +79,8 @@ pub fn bench(quick: bool) -> Result<()> {
         .to_string();
 
     let irq_args = if quick { IRQ_ARGS_QUICK } else { IRQ_ARGS_FULL };
+    let irq_cpus = IRQ_MACHINE.cpus.to_string();
+    let irq_mem = IRQ_MACHINE.mem.to_string();
     let irq_dtsi = out_dir.join("irq.dtsi");
     cmd::write_atomically(&irq_dtsi, irq_config(irq_args).as_bytes())?;
     let irq_image = guests::output_dir().join("irq.bin");
@@ -89,9 +100,9 @@ pub fn bench(quick: bool) -> Result<()> {
                 &xtask,
                 &[
                     "--cpus",
-                    IRQ_CPUS,
+                    &irq_cpus,
                     "--mem",
-                    IRQ_MACHINE_MEM,
+                    &irq_mem,
                     "--config",
                     &irq_dtsi.to_string_lossy(),
                 ],
@@ -102,9 +113,27 @@ pub fn bench(quick: bool) -> Result<()> {
     ];
     let linux_bootargs = format!("{LINUX_CONSOLE} {LINUX_ARGS}");
     let dom0_bootargs = format!("{} {LINUX_ARGS}", xen::DOM0_CONSOLE);
-    // Xen is fetched and booted in the full run only: --quick boots no Linux.
+    let domu_irq_args = xen_irq_args(irq_args);
+    // Xen is fetched and booted in the full run only: --quick boots neither it nor Linux.
     let mut xen_image = None;
     if !quick {
+        let image = debian::xen()?;
+        let domu = DomU {
+            kernel: &irq_image,
+            bootargs: &domu_irq_args,
+            cpus: IRQ_MACHINE.cpus,
+            memory_mib: IRQ_VM_MIB,
+        };
+        let mut command =
+            xen::dom0less_command(&image, &IRQ_MACHINE, &domu, &out_dir.join("xen-irq"))?;
+        command.args(ICOUNT);
+        experiments.push(Experiment {
+            name: "irq-xen",
+            what: "guests/irq as Xen 4.17's only domain (dom0less, no dom0)",
+            command,
+            done: &["TEST PASS irq", "TEST FAIL irq"],
+            timeout: IRQ_TIMEOUT,
+        });
         experiments.push(Experiment {
             name: "linux-native",
             what: "Linux natively (EL1, no hypervisor), then the memory workload",
@@ -124,7 +153,6 @@ pub fn bench(quick: bool) -> Result<()> {
             timeout: LINUX_TIMEOUT,
         });
         // dom0 boots the kernel, initramfs and disk that `run` gives Linux.
-        let image = debian::xen()?;
         let kernel = debian::kernel()?.image;
         let initrd = initramfs::build()?;
         let dom0 = Dom0 {
@@ -186,11 +214,13 @@ pub fn bench(quick: bool) -> Result<()> {
         xen_image: xen_image.as_deref().map(file_size).transpose()?,
     };
     let xen = xen_image.map(|_| XenRun {
-        version: runs_of("linux-xen")
+        version: ["irq-xen", "linux-xen"]
             .into_iter()
+            .filter_map(runs_of)
             .flatten()
             .find_map(|c| xen_version(&c.text)),
         dom0_bootargs,
+        domu_irq_args,
     });
     let report = Report {
         quick,
@@ -218,8 +248,9 @@ pub fn bench(quick: bool) -> Result<()> {
 }
 
 /// The `/hypervisor` fragment of the irq experiment: guests/irq alone in a VM of both CPUs
-/// with 64 MiB and the PL031 RTC passed through, as tests/tests/irq.rs runs it.
+/// with [`IRQ_VM_MIB`] and the PL031 RTC passed through, as tests/tests/irq.rs runs it.
 fn irq_config(bootargs: &str) -> String {
+    let vm_bytes = IRQ_VM_MIB << 20;
     format!(
         r#"// Written by `cargo xtask bench`: guests/irq alone under Tandem.
 / {{
@@ -231,7 +262,7 @@ fn irq_config(bootargs: &str) -> String {
             compatible = "tandem,vm";
             label = "irq";
             cpus = <&{{/cpus/cpu@0}} &{{/cpus/cpu@1}}>;
-            memory = <0x0 0x50000000 0x0 0x4000000>;
+            memory = <0x0 0x50000000 0x0 {vm_bytes:#x}>;
             devices = <&{{/pl031@9010000}}>;
             bootargs = "{bootargs}";
             #address-cells = <2>;
@@ -252,13 +283,22 @@ fn irq_config(bootargs: &str) -> String {
 fn native_irq_command(image: &Path, bootargs: &str) -> Command {
     let mut qemu = Command::new("qemu-system-aarch64");
     qemu.args(["-M", "virt,gic-version=3", "-cpu", "max"])
-        .args(["-smp", IRQ_CPUS, "-m", IRQ_MACHINE_MEM])
+        .args(["-smp", &IRQ_MACHINE.cpus.to_string()])
+        .args(["-m", &IRQ_MACHINE.mem.to_string()])
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none"])
         .arg("-kernel")
         .arg(image)
         .args(["-append", bootargs])
         .args(ICOUNT);
     qemu
+}
+
+/// guests/irq's arguments under Xen: `irq_args` and the null hypercall Xen answers
+/// ([`xen::XEN_UID_CALL`]). The PL031 is not passed through to the domU (dom0less
+/// passthrough needs a partial device tree with `xen,passthrough`), so the domU's DT lists
+/// none and guests/irq skips its `spi-hw` check by itself.
+fn xen_irq_args(irq_args: &str) -> String {
+    format!("{irq_args} null_call={:#x}", xen::XEN_UID_CALL)
 }
 
 /// `cargo xtask run --icount <args>` through this very binary.
@@ -334,7 +374,9 @@ impl Console {
             parts.push(format!("banner at {us} us"));
         }
         if let Some(us) = xen_dom0_start_us(&self.text) {
-            parts.push(format!("Xen started dom0 at {us} us"));
+            parts.push(format!(
+                "Xen done starting up (its domains unpaused) at {us} us"
+            ));
         }
         if let Some(us) = memwork_us(&self.text) {
             parts.push(format!("memory workload {us} us"));
@@ -416,10 +458,74 @@ impl Experiment {
     }
 }
 
-/// The median of an `irq: ... min A median B max C ticks` line that contains `what`.
+/// The median of an `irq: ... min A median B max C ticks` line that contains `what` (a
+/// domU's line on Xen's console too, see [`xen_domu_lines`]).
 fn median_ticks(console: &str, what: &str) -> Option<u64> {
+    let console = xen_domu_lines(console);
     let line = console.lines().find(|l| l.contains(what))?;
     number_after(line, " median ")
+}
+
+/// How many bytes of a domU's line Xen 4.17 prints at most as one piece:
+/// `SBSA_UART_OUT_BUF_SIZE - 2` in xen/arch/arm/vpl011.c.
+const XEN_VPL011_PIECE: usize = 126;
+
+/// `console` with each line a domU wrote to its `vpl011` whole again, as `DOM<id>: <line>`.
+///
+/// Xen prints what a domU writes line by line, as `(XEN) [stamp] DOM<id>: <line>`, and a
+/// line longer than its buffer in pieces of [`XEN_VPL011_PIECE`] bytes, each printed as a
+/// line of its own; its serial console then ends every line with `\r\n`. The test guests
+/// end their lines with `\r\n` too, so a piece whose bytes (without the serial's `\r`) are
+/// that long and do not end with the guest's `\r` goes on in the next piece of that domain.
+/// Other lines stay as they are; a console without domU output is returned unchanged.
+fn xen_domu_lines(console: &str) -> std::borrow::Cow<'_, str> {
+    /// The domain's tag and the piece it printed, for a line of a domU's output.
+    fn piece(line: &str) -> Option<(&str, &str)> {
+        let rest = line.strip_prefix("(XEN) ")?;
+        let rest = match rest.strip_prefix('[') {
+            Some(stamped) => stamped.split_once("] ")?.1,
+            None => rest,
+        };
+        let (tag, text) = rest.split_once(": ")?;
+        let id = tag.strip_prefix("DOM")?;
+        (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())).then_some((tag, text))
+    }
+    if !console.lines().any(|l| piece(l).is_some()) {
+        return std::borrow::Cow::Borrowed(console);
+    }
+    let mut out = String::with_capacity(console.len());
+    // The domain and the line it has not finished yet.
+    let mut open: Option<(String, String)> = None;
+    for line in console.lines() {
+        let Some((tag, text)) = piece(line) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let bytes = text.strip_suffix('\r').unwrap_or(text);
+        let continues = bytes.len() == XEN_VPL011_PIECE && !bytes.ends_with('\r');
+        let mut whole = match open.take() {
+            Some((open_tag, mut so_far)) if open_tag == tag => {
+                so_far.push_str(bytes);
+                so_far
+            }
+            Some((open_tag, so_far)) => {
+                let _ = writeln!(out, "{open_tag}: {so_far}");
+                bytes.to_string()
+            }
+            None => bytes.to_string(),
+        };
+        if continues {
+            open = Some((tag.to_string(), whole));
+        } else {
+            whole.truncate(whole.trim_end_matches('\r').len());
+            let _ = writeln!(out, "{tag}: {whole}");
+        }
+    }
+    if let Some((tag, so_far)) = open {
+        let _ = writeln!(out, "{tag}: {so_far}");
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The digits right after `needle` in `line`.
@@ -584,11 +690,6 @@ fn ratio(a: &Column, b: &Column) -> Option<f64> {
     (b != 0.0).then(|| a / b)
 }
 
-/// The Xen column of the guests/irq figures.
-const XEN_IRQ: Column = Column::NotMeasured(
-    "guests/irq does not run under Xen in this bench (it would be a dom0less domU)",
-);
-
 /// Figures not measured yet, and why (listed under the table and in report.json).
 const NOT_YET: [(&str, &str); 1] = [(
     "interrupt_passthrough_latency",
@@ -609,6 +710,7 @@ fn figures<'a>(
 ) -> Vec<Figure> {
     let irq_native = runs_of("irq-native");
     let irq_tandem = runs_of("irq-tandem");
+    let irq_xen = runs_of("irq-xen");
     let linux_native = runs_of("linux-native");
     let linux_tandem = runs_of("linux-tandem");
     let linux_xen = runs_of("linux-xen");
@@ -618,7 +720,8 @@ fn figures<'a>(
     let irq_note = if quick {
         "median ticks of the quick sample (200 trips, 5 deadlines per timer); 1 tick = 1 instruction"
     } else {
-        "median ticks (guests/irq defaults: 1000 trips, 20 deadlines per timer); 1 tick = 1 instruction"
+        "median ticks (guests/irq defaults: 1000 trips, 20 deadlines per timer); 1 tick = 1 \
+         instruction; under Xen guests/irq is a dom0less domU with vwfi=native"
     };
     let n_a = "there is no hypervisor to measure natively";
     let banner_from = if quick {
@@ -634,10 +737,14 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: null hypercall round trip:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: null hypercall round trip:")),
-            xen: XEN_IRQ,
-            note: "median ticks of 200 VENDOR_HYP_CALL_UID calls over HVC; natively QEMU's own \
-                   PSCI emulation answers them, outside the instruction count"
-                .into(),
+            xen: Column::from_runs(irq_xen, ticks("irq: null hypercall round trip:")),
+            note: format!(
+                "median ticks of 200 VENDOR_HYP_CALL_UID calls over HVC; natively QEMU's own \
+                 PSCI emulation answers them, outside the instruction count; under Xen, which \
+                 has no handler for that call (it logs it and answers NOT_SUPPORTED), the UID \
+                 call Xen answers, {:#x}",
+                xen::XEN_UID_CALL
+            ),
         },
         Figure {
             key: "mmio_round_trip",
@@ -645,7 +752,7 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: mmio read round trip:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: mmio read round trip:")),
-            xen: XEN_IRQ,
+            xen: Column::from_runs(irq_xen, ticks("irq: mmio read round trip:")),
             note: "median ticks of 200 reads; natively QEMU's GIC model answers, outside the \
                    instruction count"
                 .into(),
@@ -656,7 +763,7 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: sgi round trip:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: sgi round trip:")),
-            xen: XEN_IRQ,
+            xen: Column::from_runs(irq_xen, ticks("irq: sgi round trip:")),
             note: irq_note.into(),
         },
         Figure {
@@ -665,7 +772,7 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: vtimer latency:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: vtimer latency:")),
-            xen: XEN_IRQ,
+            xen: Column::from_runs(irq_xen, ticks("irq: vtimer latency:")),
             note: irq_note.into(),
         },
         Figure {
@@ -674,7 +781,7 @@ fn figures<'a>(
             unit: "ticks",
             native: Column::from_runs(irq_native, ticks("irq: ptimer latency:")),
             tandem: Column::from_runs(irq_tandem, ticks("irq: ptimer latency:")),
-            xen: XEN_IRQ,
+            xen: Column::from_runs(irq_xen, ticks("irq: ptimer latency:")),
             note: irq_note.into(),
         },
         Figure {
@@ -780,6 +887,8 @@ struct XenRun {
     /// As Xen's console gives it; `None` when no run printed it.
     version: Option<String>,
     dom0_bootargs: String,
+    /// guests/irq's arguments as a domU.
+    domu_irq_args: String,
 }
 
 /// A number as the report prints it: integers without decimals, others with two.
@@ -873,8 +982,21 @@ impl Report {
             Some(xen) => {
                 let _ = writeln!(
                     s,
-                    "- Xen: {} (Debian's xen-hypervisor-4.17-arm64), command line `{}`; dom0's: `{}`",
-                    xen.version.as_deref().unwrap_or("version not seen on its console"),
+                    "- Xen: {} (Debian's xen-hypervisor-4.17-arm64)",
+                    xen.version
+                        .as_deref()
+                        .unwrap_or("version not seen on its console"),
+                );
+                let _ = writeln!(
+                    s,
+                    "  - guests/irq as a dom0less domU (no dom0): Xen's command line `{}`; the \
+                     guest's arguments `{}`",
+                    xen::XEN_DOM0LESS_BOOTARGS,
+                    xen.domu_irq_args
+                );
+                let _ = writeln!(
+                    s,
+                    "  - Linux as dom0: Xen's command line `{}`; dom0's: `{}`",
                     xen::XEN_BOOTARGS,
                     xen.dom0_bootargs
                 );
@@ -949,12 +1071,15 @@ impl Report {
             Some(xen) => {
                 let _ = writeln!(
                     s,
-                    "  \"xen\": {{\"version\": {}, \"bootargs\": {}, \"dom0_bootargs\": {}}},",
+                    "  \"xen\": {{\"version\": {}, \"bootargs\": {}, \"dom0_bootargs\": {}, \
+                     \"dom0less_bootargs\": {}, \"domu_irq_args\": {}}},",
                     xen.version
                         .as_deref()
                         .map_or_else(|| "null".into(), json_string),
                     json_string(xen::XEN_BOOTARGS),
-                    json_string(&xen.dom0_bootargs)
+                    json_string(&xen.dom0_bootargs),
+                    json_string(xen::XEN_DOM0LESS_BOOTARGS),
+                    json_string(&xen.domu_irq_args)
                 );
             }
             None => s.push_str("  \"xen\": null,\n"),
@@ -1207,6 +1332,49 @@ tandem-test: memwork 1879998 us (stream 2000 MiB 1087817 us; tmpfs file 256 MiB:
     }
 
     #[test]
+    fn a_domus_lines_are_read_whole_from_xens_console() {
+        // As Xen 4.17 printed guests/irq's lines (the serial console's `\r` of each line
+        // left over after `lines()`): the third line cut after 126 bytes, the fourth line
+        // exactly as long and ending where the guest ended it.
+        let long = "x".repeat(XEN_VPL011_PIECE - 1);
+        let text = format!(
+            "(XEN) [000000000f60173a] Freed 348kB init memory.\n\
+             (XEN) [0000000011a939ee] DOM1: irq: null hypercall round trip: min 557 median 557 max 557 ticks (200 calls of 0x8500ff01, x0 = 0xdc1218a7)\r\r\n\
+             (XEN) [0000000011a939ee] d1v0 vpl011: unhandled read r9 offset 0x000030\n\
+             (XEN) [0000000013b1ed3b] DOM1: TEST FAIL vtimer: 1 interrupts taken after the timer fired with IRQs masked and was stopped (then an HVC) before they were unm\r\n\
+             (XEN) [0000000013b35ecd] DOM1: asked: the line had dropped (ISTATUS in the handler false)\r\r\n\
+             (XEN) [0000000013b35ecd] DOM1: {long}\r\r\n\
+             (XEN) [0000000013b35ecd] DOM1: \r\n\
+             (XEN) [0000000012dd2db6] DOM1: irq: sgi round trip: min 3552 median 3871 max 3871 ticks (200 trips; median 3 us, slowest trip 199)\r\r\n"
+        );
+        let lines = xen_domu_lines(&text);
+        let lines: Vec<&str> = lines.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "(XEN) [000000000f60173a] Freed 348kB init memory.",
+                "DOM1: irq: null hypercall round trip: min 557 median 557 max 557 ticks (200 calls of 0x8500ff01, x0 = 0xdc1218a7)",
+                "(XEN) [0000000011a939ee] d1v0 vpl011: unhandled read r9 offset 0x000030",
+                "DOM1: TEST FAIL vtimer: 1 interrupts taken after the timer fired with IRQs masked and was stopped (then an HVC) before they were unmasked: the line had dropped (ISTATUS in the handler false)",
+                &format!("DOM1: {long}"),
+                "DOM1: ",
+                "DOM1: irq: sgi round trip: min 3552 median 3871 max 3871 ticks (200 trips; median 3 us, slowest trip 199)",
+            ]
+        );
+        assert_eq!(median_ticks(&text, "irq: sgi round trip:"), Some(3871));
+        assert_eq!(
+            median_ticks(&text, "irq: null hypercall round trip:"),
+            Some(557)
+        );
+        // A console without domU output is read as it is.
+        let tandem = "[irq] irq: sgi round trip: min 1 median 250 max 9 ticks\n";
+        assert!(matches!(
+            xen_domu_lines(tandem),
+            std::borrow::Cow::Borrowed(t) if t == tandem
+        ));
+    }
+
+    #[test]
     fn runs_agree_or_say_how_far_apart() {
         let exact = Column::Runs(vec![Some(10.0), Some(10.0)]);
         assert_eq!(exact.spread(), Some(0.0));
@@ -1218,7 +1386,7 @@ tandem-test: memwork 1879998 us (stream 2000 MiB 1087817 us; tmpfs file 256 MiB:
         assert_eq!(failed.value(), None);
         assert_eq!(cell(&failed), "1 / failed");
         assert_eq!(ratio(&exact, &Column::Runs(vec![Some(5.0)])), Some(2.0));
-        assert_eq!(ratio(&exact, &XEN_IRQ), None);
+        assert_eq!(ratio(&exact, &Column::NotMeasured("skipped")), None);
     }
 
     #[test]
@@ -1293,11 +1461,24 @@ tandem-test: memwork 1879998 us (stream 2000 MiB 1087817 us; tmpfs file 256 MiB:
              [    0.830000] tandem-init: first user-space line\n\
              tandem-test: memwork 1900000 us (...)",
         )];
+        let irq_native = [console("irq: sgi round trip: min 1 median 422 max 9 ticks")];
+        let irq_tandem = [console(
+            "[irq] irq: sgi round trip: min 1 median 34121 max 9 ticks",
+        )];
+        let irq_xen = [
+            console(
+                "(XEN) [0000000012dd2db6] DOM1: irq: sgi round trip: min 3552 median 3871 max 3871 ticks (200 trips)\r\r",
+            ),
+            console("(XEN) [0000000012dd2db6] DOM1: TEST FAIL irq: the sgi line is missing\r\r"),
+        ];
         let runs_of = |name: &str| -> Option<&[Console]> {
             match name {
                 "linux-native" => Some(&native[..]),
                 "linux-tandem" => Some(&tandem[..]),
                 "linux-xen" => Some(&xen[..]),
+                "irq-native" => Some(&irq_native[..]),
+                "irq-tandem" => Some(&irq_tandem[..]),
+                "irq-xen" => Some(&irq_xen[..]),
                 _ => None,
             }
         };
@@ -1310,6 +1491,7 @@ tandem-test: memwork 1879998 us (stream 2000 MiB 1087817 us; tmpfs file 256 MiB:
             xen: Some(XenRun {
                 version: Some("Xen version 4.17.7 (Debian 4.17.7)".into()),
                 dom0_bootargs: format!("{} {LINUX_ARGS}", xen::DOM0_CONSOLE),
+                domu_irq_args: xen_irq_args(IRQ_ARGS_FULL),
             }),
             figures: figures(
                 &runs_of,
@@ -1341,10 +1523,20 @@ tandem-test: memwork 1879998 us (stream 2000 MiB 1087817 us; tmpfs file 256 MiB:
             "{md}"
         );
         assert!(md.contains("dom0's: `console=hvc0 earlycon tandem.test=memwork,vsock`"));
+        // The second Xen run did not print the figure.
         assert!(
-            md.contains("Xen not measured: guests/irq does not run under Xen"),
+            md.contains("| SGI round trip | ticks | 422 | 34121 | 3871 / failed | 80.855 | — |"),
             "{md}"
         );
+        assert!(
+            md.contains(
+                "  - guests/irq as a dom0less domU (no dom0): Xen's command line `console=dtuart \
+                 dtuart=/pl011@9000000 bootscrub=0 console_timestamps=raw vwfi=native`; the \
+                 guest's arguments `mode=check null_call=0x8500ff01`"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("the UID call Xen answers, 0x8500ff01"), "{md}");
         let json = report.json();
         assert!(json.contains("\"key\": \"memory_workload\""), "{json}");
         assert!(
@@ -1356,6 +1548,10 @@ tandem-test: memwork 1879998 us (stream 2000 MiB 1087817 us; tmpfs file 256 MiB:
             "{json}"
         );
         assert!(json.contains("\"tandem_over_xen\": 0.4,"), "{json}");
+        assert!(
+            json.contains("\"domu_irq_args\": \"mode=check null_call=0x8500ff01\"}"),
+            "{json}"
+        );
         assert_eq!(json.matches('{').count(), json.matches('}').count());
     }
 }

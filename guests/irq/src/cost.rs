@@ -1,8 +1,11 @@
 //! The `cost` check: what one trip to the hypervisor and back costs the guest, measured
 //! with the virtual counter (under `-icount`, one tick is one instruction):
 //!
-//! - a null hypercall: `VENDOR_HYP_CALL_UID` over the PSCI conduit (Tandem answers it at
-//!   EL2; natively QEMU's own PSCI emulation answers `NOT_SUPPORTED`);
+//! - a null hypercall: by default `VENDOR_HYP_CALL_UID` over the PSCI conduit (Tandem
+//!   answers it at EL2; natively QEMU's own PSCI emulation answers `NOT_SUPPORTED`), or the
+//!   function ID `null_call=` names: Xen 4.17 answers its UID on 0x8500ff01, the Standard
+//!   Hypervisor Service's UID call, and logs 0x8600ff01 as unhandled before answering
+//!   `NOT_SUPPORTED`, which would time its console instead;
 //! - an MMIO read of an emulated register: the GIC distributor's `GICD_TYPER` (a trap to
 //!   the virtual GIC under Tandem; natively QEMU's device model).
 //!
@@ -18,8 +21,8 @@ use tandem_guest_rt::{println, psci};
 
 use crate::{min_median_max, Outcome, Setup};
 
-/// `VENDOR_HYP_CALL_UID`.
-const VENDOR_HYP_CALL_UID: u32 = 0x8600_ff01;
+/// `VENDOR_HYP_CALL_UID`: the default null hypercall.
+pub const VENDOR_HYP_CALL_UID: u32 = 0x8600_ff01;
 /// `GICD_TYPER`, the same offset on GICv2 and GICv3.
 const GICD_TYPER: u64 = 0x4;
 /// Samples of each.
@@ -34,11 +37,12 @@ fn now() -> u64 {
 
 /// Runs the check.
 pub fn check(setup: &Setup) -> Result<Outcome, String> {
+    let call = setup.null_call;
     let mut hvc = Vec::with_capacity(SAMPLES);
-    let first = psci::call(VENDOR_HYP_CALL_UID, &[])[0];
+    let first = psci::call(call, &[])[0];
     for _ in 0..SAMPLES {
         let start = now();
-        let answer = psci::call(VENDOR_HYP_CALL_UID, &[])[0];
+        let answer = psci::call(call, &[])[0];
         hvc.push(now() - start);
         if answer != first {
             return Err(format!(
@@ -47,7 +51,9 @@ pub fn check(setup: &Setup) -> Result<Outcome, String> {
         }
     }
     let (min, median, max) = min_median_max(&mut hvc);
-    println!("irq: null hypercall round trip: min {min} median {median} max {max} ticks ({SAMPLES} calls)");
+    println!(
+        "irq: null hypercall round trip: min {min} median {median} max {max} ticks ({SAMPLES} calls of {call:#x}, x0 = {first:#x})"
+    );
 
     let typer = setup.gicd + GICD_TYPER;
     let read = || {

@@ -6,7 +6,7 @@
 //!
 //! | Check | What must hold |
 //! |---|---|
-//! | `cost` | a null hypercall (`VENDOR_HYP_CALL_UID`) and an MMIO read of `GICD_TYPER`, 200 each: every call returns, every read gives the same value; round trips in counter ticks |
+//! | `cost` | a null hypercall (`VENDOR_HYP_CALL_UID`, or `null_call`) and an MMIO read of `GICD_TYPER`, 200 each: every call returns, every read gives the same value; round trips in counter ticks |
 //! | `sgi` | SGI ping-pong between vCPU 0 and each other vCPU (started with PSCI CPU_ON): every ping and pong arrives, counts match exactly; round trips in counter ticks. Skipped with one vCPU |
 //! | `vtimer` | the virtual counter starts near 0 (see `start_bound_us`); virtual-timer deadlines (CNTV_CVAL/TVAL_EL0, its PPI): each interrupt at or after its deadline, within a bound, with ISTATUS set, once |
 //! | `ptimer` | the same with the EL1 physical timer (CNTP_*_EL0, CNTPCT_EL0) |
@@ -26,7 +26,8 @@
 //! 20), `alarms=<n>` (default 2), `latency_bound_us=<n>` (latest a timer interrupt may
 //! arrive after its deadline, default 50000), `start_bound_us=<n>` (the most the virtual
 //! counter may show when `main` starts, default 25000; more passes if it is at most half
-//! of the physical counter), `storm_ms=<n>`.
+//! of the physical counter), `null_call=<function id>` (the SMCCC call the `cost` check
+//! times, default 0x8600ff01, `VENDOR_HYP_CALL_UID`), `storm_ms=<n>`.
 
 #![no_std]
 #![no_main]
@@ -35,6 +36,7 @@
 
 extern crate alloc;
 
+mod board;
 mod cost;
 mod priority;
 mod rtc;
@@ -46,6 +48,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
+use board::Board;
 use tandem_guest_rt::entry::MAX_CPUS;
 use tandem_guest_rt::gic::{self, Trigger};
 use tandem_guest_rt::timer::{self, Timer};
@@ -195,6 +198,8 @@ pub struct Setup {
     pub rtc: Option<rtc::Found>,
     /// The GIC distributor's base.
     pub gicd: u64,
+    /// The SMCCC function ID the `cost` check times as its null hypercall.
+    pub null_call: u32,
 }
 
 /// Runs one check and prints its marker; returns whether it passed.
@@ -243,30 +248,25 @@ impl Guest for Irq {
 
     fn main(boot: &Boot) -> Result<(), Failure> {
         let counters_at_start = (Timer::Virtual.now(), Timer::Physical.now());
-        let board = boot
-            .platform()
-            .map_err(|e| format!("cannot read the device tree: {e}"))?;
-        let bootargs = board.bootargs.as_deref().unwrap_or_default();
+        let board = Board::read(boot.dtb())?;
+        let bootargs = board.bootargs.as_str();
         let storm = match args::value(bootargs, "mode") {
             None | Some("check") => false,
             Some("storm") => true,
             Some(other) => return Err(format!("bad mode={other}: want check or storm").into()),
         };
-        let timers = board.timer.ok_or("the device tree has no timer node")?;
-        VTIMER_INTID.store(timers.virt.intid(), Ordering::Relaxed);
-        PTIMER_INTID.store(timers.phys.intid(), Ordering::Relaxed);
+        VTIMER_INTID.store(board.vtimer_intid, Ordering::Relaxed);
+        PTIMER_INTID.store(board.ptimer_intid, Ordering::Relaxed);
         let rtc = rtc::find(boot.dtb())?;
         if let Some(found) = &rtc {
             RTC_INTID.store(found.intid, Ordering::Relaxed);
         }
+        let null_call = arg(bootargs, "null_call", cost::VENDOR_HYP_CALL_UID.into())?;
+        let null_call = u32::try_from(null_call)
+            .map_err(|_| format!("bad null_call={null_call:#x}: want a 32-bit function ID"))?;
         let me = tandem_guest_rt::mpidr();
         let setup = Setup {
-            others: board
-                .cpus
-                .iter()
-                .map(|c| c.mpidr)
-                .filter(|&m| m != me)
-                .collect(),
+            others: board.mpidrs.iter().copied().filter(|&m| m != me).collect(),
             trips: arg(bootargs, "trips", 1000)?,
             deadlines: arg(bootargs, "deadlines", 20)?,
             alarms: arg(bootargs, "alarms", 2)?,
@@ -274,9 +274,8 @@ impl Guest for Irq {
             start_bound_us: arg(bootargs, "start_bound_us", 25_000)?,
             counters_at_start,
             rtc,
-            gicd: match &board.gic {
-                platform::Gic::V2 { gicd, .. } | platform::Gic::V3 { gicd, .. } => gicd.base,
-            },
+            gicd: board.gic.gicd().base,
+            null_call,
         };
         let storm_ms = arg(bootargs, "storm_ms", 0)?;
 
@@ -287,10 +286,10 @@ impl Guest for Irq {
         println!(
             "irq: {}, {} vCPUs, counter at {} Hz, timer INTIDs {} (virtual) and {} (physical), {}",
             gic::version().map_or("no GIC".into(), |v| format!("{v}")),
-            board.cpus.len(),
+            board.mpidrs.len(),
             timer::frequency(),
-            timers.virt.intid(),
-            timers.phys.intid(),
+            board.vtimer_intid,
+            board.ptimer_intid,
             match &setup.rtc {
                 Some(found) => format!("pl031 at {:#x} on INTID {}", found.base, found.intid),
                 None => "no pl031".into(),

@@ -1,4 +1,5 @@
-//! The console: the PL011 the DTB's `/chosen/stdout-path` names, and `print!`/`println!`.
+//! The console: the PL011 (or SBSA generic UART) the DTB's `/chosen/stdout-path` names, and
+//! `print!`/`println!`.
 //!
 //! Output only. The lock around the UART is re-entrant per vCPU, so a fault or panic
 //! while this vCPU is printing still gets its message out instead of deadlocking.
@@ -115,12 +116,37 @@ pub(crate) fn init(dtb: &[u8]) -> bool {
     // reachable as Device memory, and only this console ever accesses it.
     let mut regs = unsafe { UniqueMmioPointer::new(base) };
     // Direct boot has no firmware to enable the UART; keep the line settings as they are.
-    let cr = field!(regs, cr).read();
-    if cr & (CR_UARTEN | CR_TXE) != CR_UARTEN | CR_TXE {
-        field!(regs, cr).write(cr | CR_UARTEN | CR_TXE);
+    // The SBSA generic UART is always enabled and has no UARTCR (Xen's vpl011 refuses the
+    // access with an abort).
+    if !is_sbsa_generic_uart(dtb, uart.base) {
+        let cr = field!(regs, cr).read();
+        if cr & (CR_UARTEN | CR_TXE) != CR_UARTEN | CR_TXE {
+            field!(regs, cr).write(cr | CR_UARTEN | CR_TXE);
+        }
     }
     CONSOLE.with(|slot| *slot = Some(Pl011(regs)));
     true
+}
+
+/// Whether the UART at `base` is an SBSA generic UART (`arm,sbsa-uart`, not also
+/// `arm,pl011`): the PL011's data and flag registers without its control registers, as
+/// Xen's `vpl011` gives a domU.
+fn is_sbsa_generic_uart(dtb: &[u8], base: u64) -> bool {
+    let Ok(fdt) = fdt::Fdt::new(dtb) else {
+        return false;
+    };
+    let found = fdt.all_nodes().any(|node| {
+        let Some(compatible) = node.compatible() else {
+            return false;
+        };
+        compatible.all().any(|c| c == "arm,sbsa-uart")
+            && !compatible.all().any(|c| c == "arm,pl011")
+            && node
+                .reg()
+                .and_then(|mut reg| reg.next())
+                .is_some_and(|reg| reg.starting_address as u64 == base)
+    });
+    found
 }
 
 /// Writes formatted text to the console, all of it before another vCPU's.
