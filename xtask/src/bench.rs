@@ -604,6 +604,22 @@ fn banner_us(console: &str) -> Option<u64> {
     number_after(line, "boot: entry to banner ")
 }
 
+/// The hypervisor's `boot: entry to first guest instruction <N> us; ...`.
+fn first_guest_us(console: &str) -> Option<u64> {
+    let line = console
+        .lines()
+        .find(|l| l.contains("boot: entry to first guest instruction "))?;
+    number_after(line, "boot: entry to first guest instruction ")
+}
+
+/// The `EL2 memory <N> KiB` of the same line: the image with its stacks and heap.
+fn el2_memory_kib(console: &str) -> Option<u64> {
+    let line = console
+        .lines()
+        .find(|l| l.contains("boot: entry to first guest instruction "))?;
+    number_after(line, "EL2 memory ")
+}
+
 /// The `tandem-client bench` line's request rate and median latency.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct VsockBench {
@@ -792,14 +808,15 @@ fn figures<'a>(
                 user_space_us(&c.text).map(|us| us as f64 / 1000.0)
             }),
             tandem: Column::from_runs(linux_tandem, |c| {
-                Some((user_space_us(&c.text)? + banner_us(&c.text)?) as f64 / 1000.0)
+                Some((user_space_us(&c.text)? + first_guest_us(&c.text)?) as f64 / 1000.0)
             }),
             xen: Column::from_runs(linux_xen, |c| {
                 Some((user_space_us(&c.text)? + xen_dom0_start_us(&c.text)?) as f64 / 1000.0)
             }),
             note: "guest time: the kernel-log stamp of the first user-space line (which counts \
                    from the kernel's clock set-up, not its entry); under Tandem plus the \
-                   hypervisor's entry-to-banner time (the VM's counter starts at 0), under Xen \
+                   hypervisor's entry-to-first-guest-instruction time (the VM's counter starts \
+                   at 0 there), under Xen \
                    plus the counter's value when Xen started dom0 (`Freed ... init memory`)"
                 .into(),
         },
@@ -865,6 +882,32 @@ fn figures<'a>(
                  Linux boot figure",
             ),
             note: format!("guest time, {banner_from}"),
+        },
+        Figure {
+            key: "hyp_entry_to_first_guest",
+            name: "Hypervisor entry to first guest instruction",
+            unit: "us",
+            native: Column::NotApplicable(n_a),
+            tandem: Column::from_runs(banner_runs, |c| first_guest_us(&c.text).map(|us| us as f64)),
+            xen: Column::from_runs(linux_xen, |c| {
+                xen_dom0_start_us(&c.text).map(|us| us as f64)
+            }),
+            note: format!(
+                "guest time, {banner_from}: start-up, building the VMs, loading and measuring \
+                 their images; under Xen until it starts dom0 (`Freed ... init memory`)"
+            ),
+        },
+        Figure {
+            key: "el2_memory",
+            name: "EL2 memory",
+            unit: "KiB",
+            native: Column::NotApplicable(n_a),
+            tandem: Column::from_runs(banner_runs, |c| el2_memory_kib(&c.text).map(|k| k as f64)),
+            xen: Column::NotMeasured("Xen's own memory use is not reported the same way"),
+            note: format!(
+                "{banner_from}: the hypervisor's image with its stacks and heap, all it ever \
+                 uses (the boot log also says how much of the heap is in use)"
+            ),
         },
     ]
 }
@@ -1283,6 +1326,9 @@ mod tests {
         assert_eq!(median_ticks(text, "irq: vtimer latency:"), Some(420));
         assert_eq!(median_ticks(text, "irq: ptimer latency:"), None);
         assert_eq!(banner_us(text), Some(4305));
+        let boot = "[cpu0] boot: entry to first guest instruction 37903 us; EL2 memory 3904 KiB (the image with its stacks and heap), heap 84 KiB in use of 2048";
+        assert_eq!(first_guest_us(boot), Some(37903));
+        assert_eq!(el2_memory_kib(boot), Some(3904));
         assert_eq!(user_space_us(text), Some(1_256_267));
         assert_eq!(
             user_space_us("[   12.000001] tandem-init: first user-space line"),
@@ -1452,6 +1498,7 @@ tandem-test: memwork 1879998 us (stream 2000 MiB 1087817 us; tmpfs file 256 MiB:
         )];
         let tandem = [console(
             "[cpu0] boot: entry to banner 5000 us\n\
+             [cpu0] boot: entry to first guest instruction 5000 us; EL2 memory 3904 KiB (the image with its stacks and heap), heap 84 KiB in use of 2048\n\
              [linux] [    0.845000] tandem-init: first user-space line\n\
              [linux] tandem-test: memwork 1836000 us (...)",
         )];
