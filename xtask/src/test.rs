@@ -1,4 +1,5 @@
-//! `cargo xtask test`: host unit tests, then the QEMU integration tests in `tests/`.
+//! `cargo xtask test`: host unit tests, fuzzing, the benchmarks' quick run, then the QEMU
+//! integration tests in `tests/`.
 //!
 //! The QEMU tests find their inputs through environment variables holding absolute paths:
 //! `TANDEM_HYP_BIN` (the flat Image), `TANDEM_HYP_ELF` (its ELF), `TANDEM_RPI4_DTB`
@@ -72,7 +73,12 @@ pub fn test(args: &TestArgs) -> Result<ExitCode> {
     let xtask = std::env::current_exe()
         .map_err(|e| Error::new(format!("cannot find the xtask binary: {e}")))?;
 
-    // 4. The QEMU integration tests. Their summary must be the last thing printed.
+    // 4. The benchmarks' short run: it proves `cargo xtask bench` still works (it builds,
+    // boots, reads every figure it expects and writes the report); no figure is judged.
+    step("cargo xtask bench --quick");
+    crate::bench::bench(true)?;
+
+    // 5. The QEMU integration tests. Their summary must be the last thing printed.
     step("QEMU integration tests");
     let mut qemu_tests = cmd::cargo();
     qemu_tests
