@@ -21,9 +21,11 @@ const POLLS: usize = 1_000_000;
 /// log2 of the command queue's entries: 256 (4 KiB). The driver waits for each batch, so
 /// it never has more than a handful in flight.
 const CMDQ_LOG2: u32 = 8;
-/// log2 of the event queue's entries: 256 (8 KiB). QEMU's devices fault once per bus
-/// access, 128 times for one refused 4 KiB transfer; a queue that holds two such transfers
-/// loses nothing between two interrupts in the common case.
+/// log2 of the event queue's entries: 256 (8 KiB). A device keeps faulting for as long as
+/// it keeps trying (QEMU's edu records more than 512 events for one refused 4 KiB
+/// transfer), so no size holds every record of a faulting device; a full queue only drops
+/// records (SMMU_GERROR.EVENTQ_ABT_ERR, logged), the transactions are aborted all the same,
+/// and the log groups what it got by page anyway.
 const EVENTQ_LOG2: u32 = 8;
 const CMD_BYTES: usize = 16;
 const EVENT_BYTES: usize = 32;
