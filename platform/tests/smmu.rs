@@ -3,6 +3,8 @@
 //! guest DTB. The fixtures are QEMU virt with `iommu=smmuv3`; regenerate them with
 //! `scripts/gen-fixtures.sh` and `scripts/gen-config-fixtures.sh`.
 
+mod common;
+
 use platform::config::{self, Streams};
 use platform::guest_dt::{generate, GuestLayout};
 use platform::*;
@@ -150,4 +152,60 @@ fn the_guest_sees_the_bridge_without_the_smmu() {
         assert!((3..=6).contains(&entry[8]));
     }
     assert_eq!(&cells[..10], &[0, 0, 0, 1, gic, 0, 0, 0, 3, 4]);
+}
+
+/// The valid config with `edit` applied to its PCIe host bridge node, checked.
+fn check_with_bridge(edit: impl FnOnce(&mut common::Node)) -> config::ConfigReport {
+    let (mut root, reserve) = common::edit(&fixture("config/virt-smmu-valid.dtb"));
+    edit(root.at("pcie@10000000"));
+    let blob = common::build(&root, &reserve, false);
+    let platform = parse(&blob);
+    config::check(&blob, &platform, &[HYP])
+}
+
+fn messages(report: &config::ConfigReport) -> Vec<String> {
+    let errors = report.errors.iter().map(|e| format!("error: {e}"));
+    let warnings = report.warnings.iter().map(|w| format!("warning: {w}"));
+    errors.chain(warnings).collect()
+}
+
+#[test]
+fn bridge_properties_that_cannot_be_used_are_refused() {
+    // An INTx routed to another interrupt controller (phandle 0x8001 is not the GIC).
+    let report = check_with_bridge(|n| {
+        n.set(
+            "interrupt-map",
+            common::cells(&[0, 0, 0, 1, 0x8001, 0, 0, 0, 3, 4]),
+        )
+    });
+    let got = messages(&report);
+    assert!(
+        got.iter().any(
+            |m| m.starts_with("error: /hypervisor/vm@0: devices: /pcie@10000000: ")
+                && m.contains("interrupt-map")
+                && m.contains("not the GIC")
+        ),
+        "{got:?}"
+    );
+    // An iommu-map entry of no stream IDs.
+    let report = check_with_bridge(|n| n.set("iommu-map", common::cells(&[0, 0x8007, 0, 0])));
+    let got = messages(&report);
+    assert!(
+        got.iter()
+            .any(|m| m.contains("/pcie@10000000's iommu-map has an entry of 0 stream IDs")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_bridge_without_an_smmu_draws_the_dma_warning() {
+    let report = check_with_bridge(|n| n.unset("iommu-map"));
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let got = messages(&report);
+    assert_eq!(
+        got,
+        vec!["warning: /hypervisor/vm@1: tandem,isolated: DMA-capable devices of other VMs without an IOMMU can write this VM's memory: /pcie@10000000 (vm@0); put them behind an SMMU (an iommus property) or give them to no VM".to_owned()]
+    );
+    let config = report.config.expect("valid");
+    assert!(config.vms[0].devices[0].streams.is_empty());
 }
