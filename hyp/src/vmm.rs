@@ -1057,9 +1057,8 @@ impl ListRegisters {
 }
 
 /// Whether `vcpu`'s list registers hold exactly what the last flush on this `cpu` wrote,
-/// and its virtual GIC has not changed since, so that neither a sync nor a flush would
-/// change anything (the model's `unchanged_since_flush`, with the comparison done on the
-/// raw registers). Not when a list register holds the virtual timer's interrupt pending
+/// and its virtual GIC has not changed since (`Vgic::untouched_since_flush`), so that
+/// neither a sync nor a flush would change anything. Not when a list register holds the virtual timer's interrupt pending
 /// while its line has dropped: the sync would let the resample drop it.
 fn unchanged_since_flush(vm: &Vm, vcpu: usize, cpu: usize, lrs: &ListRegisters) -> bool {
     let (Some(vgic), Some(flushed)) = (&vm.vgic, FLUSHED.get(cpu)) else {

@@ -30,7 +30,7 @@ pub struct Vgic {
     shared: Vec<Irq>,
     pub(crate) cpus: Vec<Cpu>,
     /// Bumped by every call that may change the model's state (see
-    /// [`Vgic::unchanged_since_flush`]).
+    /// [`Vgic::untouched_since_flush`]).
     mutations: u64,
 }
 
@@ -41,11 +41,8 @@ pub(crate) struct Cpu {
     pub(crate) asleep: bool,
     /// What the last `flush` put in each list register, in order.
     loaded: Vec<Loaded>,
-    /// The model's mutation count right after the last `flush`, and the list registers
-    /// that flush wrote (the first `flushed_len` of `flushed`).
+    /// The model's mutation count right after the last `flush`.
     flushed_at: Option<u64>,
-    flushed: [ListRegister; MAX_LIST_REGISTERS],
-    flushed_len: usize,
 }
 
 /// One list register handed out by `flush`.
@@ -153,8 +150,6 @@ impl Vgic {
                 asleep: true,
                 loaded: Vec::with_capacity(16),
                 flushed_at: None,
-                flushed: [ListRegister::INVALID; MAX_LIST_REGISTERS],
-                flushed_len: 0,
             })
             .collect();
         Ok(Self {
@@ -176,24 +171,12 @@ impl Vgic {
         self.mutations = self.mutations.wrapping_add(1);
     }
 
-    /// Whether nothing has changed for `vcpu` since its last [`flush`](Self::flush): no
-    /// call has changed the model since, and `lrs` (read back from the hardware) are
-    /// exactly what that flush wrote, so the guest neither acknowledged nor ended
-    /// anything. Then a [`sync`](Self::sync) followed by a `flush` would write the same
-    /// list registers again, and the hypervisor may skip both: the fast path of a trap
-    /// that does not touch interrupts (a hypercall, most MMIO).
-    pub fn unchanged_since_flush(&self, vcpu: usize, lrs: &[ListRegister]) -> bool {
-        self.untouched_since_flush(vcpu)
-            && self
-                .cpus
-                .get(vcpu)
-                .is_some_and(|cpu| cpu.flushed.get(..cpu.flushed_len) == Some(lrs))
-    }
-
-    /// The first half of [`unchanged_since_flush`](Self::unchanged_since_flush): no call
-    /// has changed the model since `vcpu`'s last flush, which filled all the list
-    /// registers it was given. A hypervisor that compares the raw list registers with what
-    /// it wrote at that flush needs only this.
+    /// Whether no call has changed the model since `vcpu`'s last [`flush`](Self::flush).
+    /// If, besides, the list registers read back from the hardware are exactly what that
+    /// flush wrote (the guest neither acknowledged nor ended anything), a
+    /// [`sync`](Self::sync) followed by a `flush` would write the same list registers
+    /// again, and the hypervisor may skip both: the fast path of a trap that does not touch
+    /// interrupts (a hypercall, most MMIO). The caller keeps what it wrote and compares.
     pub fn untouched_since_flush(&self, vcpu: usize) -> bool {
         self.cpus
             .get(vcpu)
@@ -679,12 +662,7 @@ impl Vgic {
         }
         let mutations = self.mutations;
         if let Some(cpu) = self.cpus.get_mut(vcpu) {
-            let n = lrs.len().min(MAX_LIST_REGISTERS);
-            cpu.flushed[..n].copy_from_slice(&lrs[..n]);
-            cpu.flushed_len = n;
-            // A flush that could not hold every list register the caller has leaves
-            // nothing to compare against.
-            cpu.flushed_at = (n == lrs.len()).then_some(mutations);
+            cpu.flushed_at = Some(mutations);
         }
         FlushOutcome {
             loaded: count,

@@ -236,6 +236,8 @@ struct Owed {
 #[derive(Clone, Debug)]
 struct Run {
     lrs: Vec<ListRegister>,
+    /// The list registers as the flush wrote them (`lrs` changes as the guest runs).
+    flushed: Vec<ListRegister>,
     /// What the flush said: `loaded` list registers filled, maintenance asked for.
     outcome: FlushOutcome,
     /// Per list register: handed over while its level-sensitive line was high.
@@ -780,6 +782,7 @@ impl Harness {
             .map(|lr| self.level_high(key_of(self.v3, vcpu, lr)))
             .collect();
         self.running[vcpu] = Some(Run {
+            flushed: lrs.clone(),
             lrs,
             outcome,
             by_line,
@@ -846,9 +849,10 @@ impl Harness {
         let Some(run) = self.running[vcpu].take() else {
             return Ok(());
         };
-        // The hypervisor's fast path: when the model says nothing changed since the flush,
-        // it skips this sync and the next flush. They must indeed change nothing.
-        if self.g.unchanged_since_flush(vcpu, &run.lrs) {
+        // The hypervisor's fast path: when the list registers are as the flush wrote them
+        // and the model says nothing changed since, it skips this sync and the next flush.
+        // They must indeed change nothing.
+        if run.lrs == run.flushed && self.g.untouched_since_flush(vcpu) {
             let mut twin = self.g.clone();
             let mut effects = Vec::new();
             twin.sync(vcpu, &run.lrs, &mut effects);
