@@ -143,9 +143,21 @@ impl<'b, 'a> Tree<'b, 'a> {
             property: "reg",
             problem,
         })?;
+        self.to_cpu(i, &ancestors, &chain, entries).map(Some)
+    }
+
+    /// `(address, size)` pairs in the address space of node `i`'s parent bus as CPU
+    /// physical ranges; `ancestors` and `chain` are `i`'s ancestors and their buses.
+    fn to_cpu(
+        &self,
+        i: usize,
+        ancestors: &[usize],
+        chain: &[Bus<'a>],
+        pairs: impl IntoIterator<Item = (u64, u64)>,
+    ) -> Result<Vec<MemRange>, DtError> {
         let mut out = Vec::new();
-        for (addr, size) in entries {
-            let base = translate(addr, size, &chain).map_err(|e| DtError::Untranslatable {
+        for (addr, size) in pairs {
+            let base = translate(addr, size, chain).map_err(|e| DtError::Untranslatable {
                 node: self.path(i),
                 bus: ancestors
                     .get(e.level)
@@ -155,7 +167,7 @@ impl<'b, 'a> Tree<'b, 'a> {
             })?;
             out.push(MemRange { base, size });
         }
-        Ok(Some(out))
+        Ok(out)
     }
 
     /// The CPU physical windows a bus bridge such as a PCI host bridge forwards to its bus:
@@ -186,7 +198,7 @@ impl<'b, 'a> Tree<'b, 'a> {
                 "length is not a whole number of (child, parent, size) entries",
             ));
         }
-        let mut out = Vec::new();
+        let mut pairs = Vec::new();
         for entry in value.chunks_exact(stride) {
             let parent_at = (cac * 4) as usize;
             let size_at = ((cac + pac) * 4) as usize;
@@ -199,20 +211,11 @@ impl<'b, 'a> Tree<'b, 'a> {
             let (Some(addr), Some(size)) = (addr, size) else {
                 return Err(bad("an entry is cut short"));
             };
-            if size == 0 {
-                continue;
+            if size != 0 {
+                pairs.push((addr, size));
             }
-            let base = translate(addr, size, &chain).map_err(|e| DtError::Untranslatable {
-                node: self.path(i),
-                bus: ancestors
-                    .get(e.level)
-                    .map_or_else(|| "/".to_owned(), |&a| self.path(a)),
-                addr,
-                reason: e.reason,
-            })?;
-            out.push(MemRange { base, size });
         }
-        Ok(Some(out))
+        self.to_cpu(i, &ancestors, &chain, pairs).map(Some)
     }
 
     /// The interrupts node `i`'s `interrupt-map` (a PCI host bridge's INTx routing) sends
