@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use log::{error, info, warn};
 use platform::{Irq, IrqKind, Platform};
 use smmu::strtab::{Claim, StreamTablePlan};
-use smmu::{Event, Stage2Ste, Ste};
+use smmu::{Event, Features, Stage2Ste, Ste, SteError};
 use spin::{Mutex, Once};
 
 use super::{Vm, VMS};
@@ -86,9 +86,8 @@ pub(super) fn setup(platform: &Platform, vms: &[Vm]) {
             let Some(vm) = vms.iter().find(|v| v.config.index == owner) else {
                 return Ste::INVALID;
             };
-            let tables = vm.stage2.lock();
-            match Stage2Ste::new(tables.config(), tables.root_address().0, &features) {
-                Ok(s2) => Ste::stage2(&s2),
+            match stage2_entry(vm, &features) {
+                Ok(ste) => ste,
                 Err(why) => {
                     error!(
                         "smmu: {}: vm {}'s devices cannot use its stage 2 ({why}); their DMA is aborted",
@@ -204,18 +203,12 @@ fn drain(unit: &Unit) {
             error!("smmu: {}: global error {name}", unit.node);
         }
     }
-    let plan_owner = |sid: u32, d: &Smmuv3| d.plan().owner(sid);
-    let mut events: Vec<(Event, Option<usize>)> = Vec::new();
-    let overflowed = {
-        let d = &mut *driver;
-        let mut seen = Vec::new();
-        let o = d.events(|e| seen.push(e));
-        for e in seen {
-            let owner = plan_owner(e.sid, d);
-            events.push((e, owner));
-        }
-        o
-    };
+    let mut seen = Vec::new();
+    let overflowed = driver.events(|e| seen.push(e));
+    let events: Vec<(Event, Option<usize>)> = seen
+        .into_iter()
+        .map(|e| (e, driver.plan().owner(e.sid)))
+        .collect();
     drop(driver);
     if overflowed {
         warn!(
@@ -280,25 +273,28 @@ pub(super) fn has_streams(vm: &Vm) -> bool {
 
 /// Cuts VM `vm`'s devices off (it stopped, or is about to reload): their DMA is aborted.
 pub(super) fn cut_off(vm: &Vm) {
-    set(vm, Ste::INVALID);
+    set(vm, |_| Ste::INVALID);
 }
 
 /// Gives VM `vm`'s devices its stage 2 again, with fresh SMMU TLBs, after a restart.
 pub(super) fn restore(vm: &Vm) {
-    let tables = vm.stage2.lock();
-    let (config, root) = (*tables.config(), tables.root_address().0);
-    drop(tables);
-    for unit in UNITS.get().into_iter().flatten() {
-        let features = *unit.driver.lock().features();
-        let ste =
-            Stage2Ste::new(&config, root, &features).map_or(Ste::INVALID, |s| Ste::stage2(&s));
-        set_on(unit, vm, ste);
-    }
+    set(vm, |features| {
+        stage2_entry(vm, features).unwrap_or(Ste::INVALID)
+    });
 }
 
-fn set(vm: &Vm, ste: Ste) {
+/// The stream table entry that translates through `vm`'s stage-2 tables on an SMMU with
+/// `features`.
+fn stage2_entry(vm: &Vm, features: &Features) -> Result<Ste, SteError> {
+    let tables = vm.stage2.lock();
+    Stage2Ste::new(tables.config(), tables.root_address().0, features).map(|s| Ste::stage2(&s))
+}
+
+/// Gives `vm`'s streams on every SMMU the entry `entry` makes for that SMMU.
+fn set(vm: &Vm, entry: impl Fn(&Features) -> Ste) {
     for unit in UNITS.get().into_iter().flatten() {
-        set_on(unit, vm, ste);
+        let features = *unit.driver.lock().features();
+        set_on(unit, vm, entry(&features));
     }
 }
 
