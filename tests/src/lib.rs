@@ -885,6 +885,15 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A `/hypervisor` fragment (DTS source, for [`dtb_with_fragment`]) holding `vms`, each the
+/// source of one `vm@N` node, with two cells for addresses and sizes.
+pub fn hypervisor_fragment(vms: &[String]) -> String {
+    format!(
+        "\n/ {{\n    hypervisor {{\n        compatible = \"tandem,hypervisor\";\n        #address-cells = <2>;\n        #size-cells = <2>;\n{}\n    }};\n}};\n",
+        vms.join("\n")
+    )
+}
+
 /// DTS source that sets `bootargs` of `/hypervisor/<vm>` (to merge after a config).
 pub fn vm_bootargs(vm: &str, bootargs: &str) -> String {
     let quoted = bootargs.replace('\\', "\\\\").replace('"', "\\\"");

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tandem_tests::{dtb_with_fragment, guest_image, scratch_dir, Qemu, BANNER_TIMEOUT};
+use tandem_tests::{
+    dtb_with_fragment, guest_image, hypervisor_fragment, scratch_dir, Qemu, BANNER_TIMEOUT,
+};
 
 /// From the last marker to QEMU's exit.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,25 +51,14 @@ fn hello_beside_psci(gic: u8) {
     let dir = scratch_dir("guests");
     let psci = guest_image("psci").unwrap_or_else(|e| panic!("{e}"));
     let hello = guest_image("hello").unwrap_or_else(|e| panic!("{e}"));
-    let fragment = format!(
-        r#"
-/ {{
-    hypervisor {{
-        compatible = "tandem,hypervisor";
-        #address-cells = <2>;
-        #size-cells = <2>;
-{}
-{}
-    }};
-}};
-"#,
+    let fragment = hypervisor_fragment(&[
         vm(
             0,
             "psci",
             &["cpu@1", "cpu@2"],
             0x5000_0000,
             0x4f00_0000,
-            size(&psci)
+            size(&psci),
         ),
         vm(
             1,
@@ -75,9 +66,9 @@ fn hello_beside_psci(gic: u8) {
             &["cpu@3"],
             0x6000_0000,
             0x4e00_0000,
-            size(&hello)
+            size(&hello),
         ),
-    );
+    ]);
     let machine = Qemu::virt().gic(gic).cpus(4).mem("2G");
     let dtb =
         dtb_with_fragment(&machine, &dir, "guests", &fragment).unwrap_or_else(|e| panic!("{e}"));

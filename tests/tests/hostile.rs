@@ -14,7 +14,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tandem_tests::{dtb_with_fragment, guest_image, scratch_dir, Input, Qemu, Session};
+use tandem_tests::{
+    dtb_with_fragment, guest_image, hypervisor_fragment, scratch_dir, Input, Qemu, Session,
+};
 
 /// Each VM's memory: 64 MiB.
 const VM_MEM_SIZE: u64 = 0x400_0000;
@@ -154,26 +156,14 @@ fn hostile_beside_victim(gic: u8) {
     );
     let victim_args =
         format!("duration_ms={VICTIM_DURATION_MS} heartbeat_ms={VICTIM_HEARTBEAT_MS}");
-    let fragment = format!(
-        r#"
-/ {{
-    hypervisor {{
-        compatible = "tandem,hypervisor";
-        #address-cells = <2>;
-        #size-cells = <2>;
-{}
-{}
-{}
-    }};
-}};
-"#,
+    let fragment = hypervisor_fragment(&[
         vm(
             0,
             "hostile",
             "cpu@1",
             HOSTILE_MEM,
             (HOSTILE_MODULE, size(&hostile)),
-            &hostile_args
+            &hostile_args,
         ),
         vm(
             1,
@@ -181,10 +171,10 @@ fn hostile_beside_victim(gic: u8) {
             "cpu@2",
             VICTIM_MEM,
             (VICTIM_MODULE, size(&victim)),
-            &victim_args
+            &victim_args,
         ),
         vm(2, "mem", "cpu@3", MEM_MEM, (MEM_MODULE, size(&mem)), ""),
-    );
+    ]);
     let machine = Qemu::virt().gic(gic).cpus(4).mem("2G");
     let dtb =
         dtb_with_fragment(&machine, &dir, "hostile", &fragment).unwrap_or_else(|e| panic!("{e}"));

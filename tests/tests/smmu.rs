@@ -9,7 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tandem_tests::{
-    dtb_with_fragment, guest_image, scratch_dir, shipped_config, vm_bootargs, Input, Qemu,
+    dtb_with_fragment, guest_image, hypervisor_fragment, scratch_dir, shipped_config, vm_bootargs,
+    Input, Qemu,
 };
 
 /// Each VM's memory: 64 MiB.
@@ -69,25 +70,14 @@ fn dma_into_another_vm_is_refused(gic: u8) {
     // Isolated, as the secure guest is: the config would warn about a DMA-capable device
     // of another VM that no SMMU confines.
     let victim_args = format!("bootargs = \"duration_ms={VICTIM_DURATION_MS}\"; tandem,isolated;");
-    let fragment = format!(
-        r#"
-/ {{
-    hypervisor {{
-        compatible = "tandem,hypervisor";
-        #address-cells = <2>;
-        #size-cells = <2>;
-{}
-{}
-    }};
-}};
-"#,
+    let fragment = hypervisor_fragment(&[
         vm(
             0,
             "dma",
             "cpu@1",
             DMA_MEM,
             (DMA_MODULE, size(&dma)),
-            &dma_args
+            &dma_args,
         ),
         vm(
             1,
@@ -95,9 +85,9 @@ fn dma_into_another_vm_is_refused(gic: u8) {
             "cpu@2",
             VICTIM_MEM,
             (VICTIM_MODULE, size(&victim)),
-            &victim_args
+            &victim_args,
         ),
-    );
+    ]);
     let machine = Qemu::virt()
         .smmu()
         .gic(gic)
