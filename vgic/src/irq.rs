@@ -55,6 +55,11 @@ impl Irq {
         self.latch || self.sources != 0 || (!self.edge && self.line)
     }
 
+    /// Pending or active in the model: what a list register or a wake-up can be for.
+    pub(crate) fn live(&self) -> bool {
+        self.active || self.pending()
+    }
+
     /// Whether the guest sees it pending: the model's state or the list register's.
     pub(crate) fn pending_view(&self) -> bool {
         self.pending() || (self.loaded_on.is_some() && self.lr_pending && !self.lr_pending_cleared)

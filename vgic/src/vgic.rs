@@ -29,6 +29,13 @@ pub struct Vgic {
     /// SPIs, from INTID 32.
     shared: Vec<Irq>,
     pub(crate) cpus: Vec<Cpu>,
+    /// A superset of the SGIs and PPIs that are pending or active, one word per vCPU
+    /// (bit = INTID): [`irq_mut`](Self::irq_mut), the only way to change an interrupt,
+    /// marks it, and `flush` unmarks the idle ones. Lets the per-entry scans
+    /// (`flush`, `highest_pending`) look at a handful of interrupts, not all of them.
+    private_watch: Vec<u32>,
+    /// The same for the SPIs: bit `n % 64` of word `n / 64` is SPI `FIRST_SPI + n`.
+    shared_watch: Vec<u64>,
     /// Bumped by every call that may change the model's state (see
     /// [`Vgic::untouched_since_flush`]).
     mutations: u64,
@@ -114,6 +121,22 @@ pub(crate) fn source_bit(source: u8) -> u8 {
     1u8.checked_shl(u32::from(source)).unwrap_or(0)
 }
 
+/// The set bits of a word, lowest first.
+struct Bits(u64);
+
+impl Iterator for Bits {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(bit)
+    }
+}
+
 /// Pushes one `Kick` per vCPU in `kicks`, except `except`.
 pub(crate) fn emit_kicks(kicks: u32, except: Option<usize>, sink: &mut dyn EffectSink) {
     for vcpu in 0..32usize {
@@ -161,6 +184,8 @@ impl Vgic {
             private,
             shared,
             cpus,
+            private_watch: alloc::vec![0; config.vcpus],
+            shared_watch: alloc::vec![0; (config.spis as usize).div_ceil(64)],
             mutations: 0,
         })
     }
@@ -215,14 +240,59 @@ impl Vgic {
         }
     }
 
+    /// The interrupt `intid` in `bank`, to change: marked in the watch bitmaps, as it may
+    /// become pending or active.
     pub(crate) fn irq_mut(&mut self, bank: usize, intid: u32) -> Option<&mut Irq> {
         if intid < FIRST_SPI {
             if bank >= self.vcpus {
                 return None;
             }
+            *self.private_watch.get_mut(bank)? |= 1 << intid;
             self.private.get_mut(bank * 32 + intid as usize)
         } else {
-            self.shared.get_mut((intid - FIRST_SPI) as usize)
+            let index = (intid - FIRST_SPI) as usize;
+            *self.shared_watch.get_mut(index / 64)? |= 1 << (index % 64);
+            self.shared.get_mut(index)
+        }
+    }
+
+    /// Debug builds (the host tests, with the property tests' random operations) check
+    /// that every pending or active interrupt is watched.
+    #[cfg(debug_assertions)]
+    fn assert_watched(&self) {
+        for (index, irq) in self.private.iter().enumerate() {
+            let watched = self.private_watch[index / 32] & (1 << (index % 32)) != 0;
+            assert!(
+                !irq.live() || watched,
+                "private {index} live but not watched"
+            );
+        }
+        for (index, irq) in self.shared.iter().enumerate() {
+            let watched = self.shared_watch[index / 64] & (1 << (index % 64)) != 0;
+            assert!(!irq.live() || watched, "SPI {index} live but not watched");
+        }
+    }
+
+    /// Unmarks, in the watch bitmaps, `vcpu`'s SGIs and PPIs and every SPI that is neither
+    /// pending nor active.
+    fn prune_watch(&mut self, vcpu: usize) {
+        let first = vcpu * FIRST_SPI as usize;
+        if let (Some(word), Some(private)) = (
+            self.private_watch.get_mut(vcpu),
+            self.private.get(first..first + FIRST_SPI as usize),
+        ) {
+            for bit in Bits(u64::from(*word)) {
+                if private.get(bit).is_some_and(|irq| !irq.live()) {
+                    *word &= !(1 << bit);
+                }
+            }
+        }
+        for (w, word) in self.shared_watch.iter_mut().enumerate() {
+            for bit in Bits(*word) {
+                if self.shared.get(w * 64 + bit).is_some_and(|irq| !irq.live()) {
+                    *word &= !(1 << bit);
+                }
+            }
         }
     }
 
@@ -491,34 +561,39 @@ impl Vgic {
         best.map(|(priority, intid)| (intid, priority))
     }
 
-    /// Calls `f` for each of `vcpu`'s SGIs and PPIs and each SPI routed to it that is
-    /// pending or active: the only ones a list register or a wake-up can be for. The
-    /// cheap test comes before the routing decision, as this runs on every guest entry
+    /// Calls `f`, in INTID order, for each of `vcpu`'s SGIs and PPIs and each SPI routed
+    /// to it that is pending or active: the only ones a list register or a wake-up can be
+    /// for. Only the watched interrupts are looked at, as this runs on every guest entry
     /// and most of a VM's interrupts are idle.
     fn for_each_routed(&self, vcpu: usize, mut f: impl FnMut(u32, &Irq)) {
         if vcpu >= self.vcpus {
             return;
         }
-        let live = |irq: &Irq| irq.active || irq.pending();
+        #[cfg(debug_assertions)]
+        self.assert_watched();
         let first = vcpu * FIRST_SPI as usize;
+        let watched = self.private_watch.get(vcpu).copied().unwrap_or(0);
         if let Some(private) = self.private.get(first..first + FIRST_SPI as usize) {
-            for (intid, irq) in private.iter().enumerate() {
-                if live(irq) {
+            for intid in Bits(u64::from(watched)) {
+                if let Some(irq) = private.get(intid).filter(|irq| irq.live()) {
                     f(intid as u32, irq);
                 }
             }
         }
-        for (index, irq) in self.shared.iter().enumerate() {
-            if !live(irq) {
-                continue;
-            }
-            let intid = FIRST_SPI + index as u32;
-            let here = match irq.loaded_on {
-                Some(owner) => usize::from(owner) == vcpu,
-                None => self.target(vcpu, intid, irq) == Some(vcpu),
-            };
-            if here {
-                f(intid, irq);
+        for (w, &word) in self.shared_watch.iter().enumerate() {
+            for bit in Bits(word) {
+                let index = w * 64 + bit;
+                let Some(irq) = self.shared.get(index).filter(|irq| irq.live()) else {
+                    continue;
+                };
+                let intid = FIRST_SPI + index as u32;
+                let here = match irq.loaded_on {
+                    Some(owner) => usize::from(owner) == vcpu,
+                    None => self.target(vcpu, intid, irq) == Some(vcpu),
+                };
+                if here {
+                    f(intid, irq);
+                }
             }
         }
     }
@@ -660,6 +735,7 @@ impl Vgic {
                 });
             }
         }
+        self.prune_watch(vcpu);
         let mutations = self.mutations;
         if let Some(cpu) = self.cpus.get_mut(vcpu) {
             cpu.flushed_at = Some(mutations);
