@@ -13,7 +13,8 @@ stop QEMU once the guest has done what you want to look at, then
     llvm-nm -C --defined-only -n target/hyp.elf | grep -iE ' [tT] ' > /tmp/syms.txt
     scripts/profile-el2.py /tmp/exec.log /tmp/syms.txt 0x40200000
 
-The log is cut into traps at the lower-EL synchronous vector (el2_vectors + 0x400);
+The log is cut into traps at the lower-EL synchronous and IRQ vectors (el2_vectors + 0x400
+and + 0x480);
 traps that pass through the same functions are grouped, and for the most common groups
 the average instructions per trap and per function are printed. (The pinned toolchain's
 llvm-nm is under ~/.rustup/toolchains/*/lib/rustlib/*/bin/.)
@@ -55,8 +56,8 @@ def main():
     vectors = [a for a, s in syms if s == 'el2_vectors']
     if not vectors:
         sys.exit('no el2_vectors symbol')
-    entry = vectors[0] + 0x400
-    cuts = [i for i, pc in enumerate(trace) if pc == entry]
+    entries = {vectors[0] + 0x400, vectors[0] + 0x480}
+    cuts = [i for i, pc in enumerate(trace) if pc in entries]
     kinds, per_kind = collections.Counter(), collections.defaultdict(collections.Counter)
     for a, b in zip(cuts, cuts[1:]):
         funcs = collections.Counter()

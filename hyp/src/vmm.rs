@@ -5,6 +5,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use log::{error, info, warn};
@@ -399,7 +400,7 @@ fn console_input() {
 fn console_irq(vm: &Vm, vcpu: usize, me: usize) {
     let Some(vgic) = &vm.vgic else { return };
     let level = vm.console.lock().irq_level();
-    let mut effects = Vec::new();
+    let mut effects = Effects::new();
     let _ = vgic
         .model
         .lock()
@@ -609,7 +610,7 @@ fn virtual_gic(board: &Board, config: &VmConfig) -> Result<Option<VirtualGic>, S
         spis,
     };
     let mut model = Vgic::new(vgic_config).map_err(|e| format!("virtual GIC: {e:?}"))?;
-    let mut effects = Vec::new();
+    let mut effects = Effects::new();
     for vcpu in 0..vcpus {
         for ppi in TIMER_PPIS {
             model
@@ -983,14 +984,9 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
         ));
         arch::halt()
     };
-    let lrs = read_lrs();
     // Nothing changed since the last entry (the guest took no interrupt, nothing was
     // raised): skip the virtual GIC's sync and flush, the bulk of a quiet trap's cost.
-    let mut quiet = unchanged_since_flush(vm, vcpu, cpu, &lrs);
-    if !quiet {
-        sync_lrs(vm, vcpu, &lrs);
-    }
-    resample_vtimer(vm, vcpu);
+    let mut quiet = enter_vgic(vm, vcpu, cpu);
     match slot.0 & 3 {
         0 => sync(vm, vcpu, frame),
         1 | 2 => {
@@ -1009,7 +1005,8 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
         // Its list registers were reset.
         quiet = false;
     }
-    if !(quiet && unchanged_since_flush(vm, vcpu, cpu, &lrs)) {
+    // The list registers are as the guest left them: only the model can have changed.
+    if !(quiet && untouched_since_flush(vm, vcpu)) {
         flush_lrs(vm, vcpu);
     }
 }
@@ -1017,118 +1014,145 @@ pub fn trap(slot: VectorSlot, frame: &mut TrapFrame) {
 /// List registers used per CPU, at most.
 const LRS: usize = 16;
 
-/// What each CPU's last flush wrote to its list registers, raw, and how many.
+/// What each CPU's last flush wrote to its list registers, raw.
 static FLUSHED: [[AtomicU64; LRS]; MAX_CPUS] =
     [const { [const { AtomicU64::new(0) }; LRS] }; MAX_CPUS];
 
-/// This CPU's list registers as the hardware holds them (as many as it has, up to 16).
-#[inline(always)]
-fn read_lrs() -> ListRegisters {
-    let n = gic::list_register_count().min(LRS);
-    let mut lrs = ListRegisters {
-        raw: [0; LRS],
-        len: n,
+/// How many list registers each CPU's last flush filled, from index 0. The others hold 0
+/// (invalid in both GIC versions: a flush clears the ones it no longer uses), and nothing
+/// but the hypervisor makes an invalid list register valid, so a trap reads only these.
+static LOADED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+/// Whether the first `loaded` list registers of this `cpu` hold exactly what its last flush
+/// wrote (the guest neither acknowledged nor ended anything), and none of them holds the
+/// virtual timer's interrupt pending while the timer's line has dropped (a sync would let
+/// the resample take it back).
+fn as_flushed(cpu: usize, loaded: usize) -> bool {
+    let Some(flushed) = FLUSHED.get(cpu) else {
+        return false;
     };
-    for (i, raw) in lrs.raw.iter_mut().enumerate().take(n) {
-        *raw = gic::read_lr_raw(i);
-    }
-    lrs
-}
-
-/// The list registers read back at a trap, raw.
-struct ListRegisters {
-    raw: [u64; LRS],
-    len: usize,
-}
-
-impl ListRegisters {
-    fn raw(&self) -> &[u64] {
-        &self.raw[..self.len]
-    }
-
-    /// Decoded, for the virtual GIC.
-    fn decoded(&self) -> [ListRegister; LRS] {
-        let mut out = [ListRegister::INVALID; LRS];
-        for (lr, &raw) in out.iter_mut().zip(self.raw()) {
-            *lr = gic::decode_lr(raw);
+    let mut line = None;
+    flushed.iter().take(loaded).enumerate().all(|(i, f)| {
+        let raw = gic::read_lr_raw(i);
+        if raw != f.load(Ordering::Relaxed) {
+            return false;
         }
-        out
-    }
+        let lr = gic::decode_lr(raw);
+        let timer_waits = lr.vintid == gic::VTIMER_PPI && lr.state.pending();
+        !timer_waits || *line.get_or_insert_with(vcpu::guest_vtimer_line)
+    })
 }
 
-/// Whether `vcpu`'s list registers hold exactly what the last flush on this `cpu` wrote,
-/// and its virtual GIC has not changed since (`Vgic::untouched_since_flush`), so that
-/// neither a sync nor a flush would change anything. Not when a list register holds the virtual timer's interrupt pending
-/// while its line has dropped: the sync would let the resample drop it.
-fn unchanged_since_flush(vm: &Vm, vcpu: usize, cpu: usize, lrs: &ListRegisters) -> bool {
-    let (Some(vgic), Some(flushed)) = (&vm.vgic, FLUSHED.get(cpu)) else {
-        return false;
+/// Whether `vcpu`'s virtual GIC has not changed since its last flush
+/// (`Vgic::untouched_since_flush`); never for a VM without one, which has nothing to skip.
+fn untouched_since_flush(vm: &Vm, vcpu: usize) -> bool {
+    vm.vgic
+        .as_ref()
+        .is_some_and(|vgic| vgic.model.lock().untouched_since_flush(vcpu))
+}
+
+/// At the start of a trap: hands this vCPU's list registers back to its virtual GIC, unless
+/// they and the model are exactly as the last flush left them, and drops the virtual
+/// timer's interrupt if it waits for the guest but its condition went away (the guest
+/// stopped or re-armed the timer with interrupts masked), as on hardware, releasing the
+/// physical PPI for the next deadline. Returns whether nothing changed, so that the flush
+/// at the end may be skipped too. One lock of the model for all of it.
+fn enter_vgic(vm: &Vm, vcpu: usize, cpu: usize) -> bool {
+    let Some(vgic) = &vm.vgic else { return false };
+    let loaded = LOADED.get(cpu).map_or(0, |n| n.load(Ordering::Relaxed));
+    let lrs_as_flushed = as_flushed(cpu, loaded);
+    let line = vcpu::guest_vtimer_line();
+    let mut effects = Effects::new();
+    let quiet = {
+        let mut model = vgic.model.lock();
+        if !(lrs_as_flushed && model.untouched_since_flush(vcpu)) {
+            let mut lrs = [ListRegister::INVALID; LRS];
+            for (i, lr) in lrs.iter_mut().enumerate().take(loaded) {
+                *lr = gic::decode_lr(gic::read_lr_raw(i));
+            }
+            model.sync(vcpu, &lrs[..loaded.min(LRS)], &mut effects);
+        }
+        if !line {
+            model.resample_forwarded(gic::VTIMER_PPI, vcpu, line, &mut effects);
+        }
+        lrs_as_flushed && model.untouched_since_flush(vcpu)
     };
-    let same = lrs
-        .raw()
-        .iter()
-        .zip(flushed)
-        .all(|(raw, f)| *raw == f.load(Ordering::Relaxed));
-    if !same {
-        return false;
-    }
-    // (An all-zero register is invalid in both GIC versions: no decoding needed.)
-    let timer_gone = !vcpu::guest_vtimer_line()
-        && lrs.raw().iter().filter(|&&raw| raw != 0).any(|&raw| {
-            let lr = gic::decode_lr(raw);
-            lr.vintid == gic::VTIMER_PPI && lr.state.pending()
-        });
-    !timer_gone && vgic.model.lock().untouched_since_flush(vcpu)
-}
-
-/// Hands this vCPU's list registers, read back after it exited, to the virtual GIC.
-fn sync_lrs(vm: &Vm, vcpu: usize, lrs: &ListRegisters) {
-    let Some(vgic) = &vm.vgic else { return };
-    let mut effects = Vec::new();
-    let decoded = lrs.decoded();
-    vgic.model
-        .lock()
-        .sync(vcpu, &decoded[..lrs.len], &mut effects);
     apply(vm, vcpu, &effects);
-}
-
-/// The virtual timer's interrupt waits for the guest but its condition went away (the
-/// guest stopped or re-armed the timer with interrupts masked): no longer pending, as on
-/// hardware, and the physical PPI is released for the next deadline.
-fn resample_vtimer(vm: &Vm, vcpu: usize) {
-    let Some(vgic) = &vm.vgic else { return };
-    let level = vcpu::guest_vtimer_line();
-    let mut effects = Vec::new();
-    let dropped = vgic
-        .model
-        .lock()
-        .resample_forwarded(gic::VTIMER_PPI, vcpu, level, &mut effects);
-    if dropped {
-        apply(vm, vcpu, &effects);
-    }
+    quiet
 }
 
 /// Loads this vCPU's list registers with what it should see next, before it runs.
 fn flush_lrs(vm: &Vm, vcpu: usize) {
     let Some(vgic) = &vm.vgic else { return };
-    let n = gic::list_register_count().min(16);
-    let mut lrs = [ListRegister::INVALID; 16];
-    let mut effects = Vec::new();
+    let cpu = sysreg::cpu_index();
+    let (Some(flushed), Some(count)) = (FLUSHED.get(cpu), LOADED.get(cpu)) else {
+        return;
+    };
+    let n = gic::list_register_count().min(LRS);
+    let mut lrs = [ListRegister::INVALID; LRS];
+    let mut effects = Effects::new();
     let outcome = vgic.model.lock().flush(vcpu, &mut lrs[..n], &mut effects);
-    let flushed = FLUSHED.get(sysreg::cpu_index());
-    for (i, lr) in lrs.iter().enumerate().take(n) {
-        let raw = gic::write_lr(i, lr);
-        if let Some(slot) = flushed.and_then(|f| f.get(i)) {
-            slot.store(raw, Ordering::Relaxed);
-        }
+    // The ones filled, and those the last flush filled that are not any more (cleared).
+    let dirty = outcome.loaded.max(count.load(Ordering::Relaxed)).min(n);
+    for (i, (lr, slot)) in lrs.iter().zip(flushed).enumerate().take(dirty) {
+        slot.store(gic::write_lr(i, lr), Ordering::Relaxed);
     }
+    count.store(outcome.loaded.min(n), Ordering::Relaxed);
     gic::enable_virtual_interface(outcome.hcr_bits());
     apply(vm, vcpu, &effects);
 }
 
+/// What one call into a virtual GIC asks of the hardware, carried out by [`apply`] once its
+/// lock is released. On the stack: a call asks for a few things at most (kicks, a
+/// deactivation), and the heap is only for a distributor write that reroutes many
+/// forwarded SPIs at once. A `Vec` would cost an allocation on every trap that has any.
+pub(crate) struct Effects {
+    /// The first ones; those below `len` are written. Not an initialised array: the
+    /// compiler builds one of those on the stack and copies it in, on every trap.
+    few: [MaybeUninit<VgicEffect>; 4],
+    len: usize,
+    more: Option<Vec<VgicEffect>>,
+}
+
+impl Effects {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Self {
+            few: [const { MaybeUninit::uninit() }; 4],
+            len: 0,
+            more: None,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &VgicEffect> {
+        let written = self.few.get(..self.len).unwrap_or_default();
+        // SAFETY: `push` wrote every entry below `len` before it raised `len`.
+        let few = written.iter().map(|e| unsafe { e.assume_init_ref() });
+        few.chain(self.more.iter().flatten())
+    }
+}
+
+impl vgic::EffectSink for Effects {
+    fn push(&mut self, effect: VgicEffect) {
+        if let Some(slot) = self.few.get_mut(self.len) {
+            slot.write(effect);
+            self.len += 1;
+        } else {
+            self.more.get_or_insert_with(Vec::new).push(effect);
+        }
+    }
+}
+
 /// Carries out what the virtual GIC asks of the hardware.
-fn apply(vm: &Vm, me: usize, effects: &[VgicEffect]) {
-    for effect in effects {
+#[inline(always)]
+fn apply(vm: &Vm, me: usize, effects: &Effects) {
+    if effects.len != 0 {
+        apply_all(vm, me, effects);
+    }
+}
+
+fn apply_all(vm: &Vm, me: usize, effects: &Effects) {
+    for effect in effects.iter() {
         match *effect {
             VgicEffect::Kick(target) if target != me => {
                 if let Some(&cpu) = vm.config.cpus.get(target) {
@@ -1174,7 +1198,7 @@ fn forward_device_spi(intid: u32, here: Option<(&Vm, usize)>) -> bool {
         Some((running, vcpu)) if core::ptr::eq(running, vm) => vcpu,
         _ => usize::MAX,
     };
-    let mut effects = Vec::new();
+    let mut effects = Effects::new();
     let mut model = vgic.model.lock();
     let target = model.spi_route(intid).unwrap_or(0);
     let taken = model.hw_arrived(intid, target, &mut effects).is_ok();
@@ -1197,7 +1221,7 @@ fn take_interrupts(vm: &Vm, vcpu: usize) {
             break;
         }
         gic::end_of_interrupt(intid);
-        let mut effects = Vec::new();
+        let mut effects = Effects::new();
         let forwarded = if intid >= 32 {
             forward_device_spi(intid, Some((vm, vcpu)))
         } else {
@@ -1262,18 +1286,9 @@ fn sync(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             );
         }
         0x01 => {
+            // WFI and WFE do not trap (HCR_GUEST): should one arrive all the same, it
+            // completes at once, which the architecture allows of both.
             count(vm, Exit::Wfi);
-            // WFI with nothing pending for the vCPU: sleep until a physical interrupt
-            // (its timer, a kick) arrives; it is taken once the guest runs again. WFE
-            // (ISS bit 0) only yields.
-            let wfi = esr::iss(frame.esr) & 1 == 0;
-            let idle = vm
-                .vgic
-                .as_ref()
-                .is_some_and(|g| g.model.lock().highest_pending(vcpu).is_none());
-            if wfi && idle {
-                aarch64_cpu::asm::wfi();
-            }
             frame.elr = frame.elr.wrapping_add(4);
         }
         0x18 => {
@@ -1283,7 +1298,7 @@ fn sync(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
                 frame.elr = frame.elr.wrapping_add(4);
             } else if let Some(value) = sgi_write(frame) {
                 if let Some(vgic) = &vm.vgic {
-                    let mut effects = Vec::new();
+                    let mut effects = Effects::new();
                     vgic.model.lock().sgi1r(vcpu, value, &mut effects);
                     apply(vm, vcpu, &effects);
                 }
@@ -1337,7 +1352,7 @@ fn update_ptimer(vm: &Vm, vcpu: usize) {
     };
     sysreg::set_hyp_timer(deadline);
     let Some(vgic) = &vm.vgic else { return };
-    let mut effects = Vec::new();
+    let mut effects = Effects::new();
     let _ = vgic
         .model
         .lock()
@@ -1381,7 +1396,7 @@ fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
                 (vgic.gicr.base, Vgic::redist_read, Vgic::redist_write)
             };
             let offset = access.ipa - base;
-            let mut effects = Vec::new();
+            let mut effects = Effects::new();
             {
                 let mut model = vgic.model.lock();
                 if access.write {
@@ -1601,7 +1616,7 @@ fn ring(vm: &Vm, base: u64) -> bool {
             continue;
         }
         let Some(vgic) = &peer.vgic else { continue };
-        let mut effects = Vec::new();
+        let mut effects = Effects::new();
         let raised = vgic.model.lock().raise(intid, 0, &mut effects).is_ok();
         if raised {
             peer.interrupts_injected.fetch_add(1, Ordering::Relaxed);

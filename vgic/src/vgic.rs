@@ -50,6 +50,9 @@ pub(crate) struct Cpu {
     loaded: Vec<Loaded>,
     /// The model's mutation count right after the last `flush`.
     flushed_at: Option<u64>,
+    /// `flush`'s scratch list of candidates, kept so that a flush allocates nothing and
+    /// initialises no array of the largest size.
+    best: Vec<Candidate>,
 }
 
 /// One list register handed out by `flush`.
@@ -139,8 +142,8 @@ impl Iterator for Bits {
 
 /// Pushes one `Kick` per vCPU in `kicks`, except `except`.
 pub(crate) fn emit_kicks(kicks: u32, except: Option<usize>, sink: &mut dyn EffectSink) {
-    for vcpu in 0..32usize {
-        if kicks & (1 << vcpu) != 0 && Some(vcpu) != except {
+    for vcpu in Bits(u64::from(kicks)) {
+        if Some(vcpu) != except {
             sink.push(Effect::Kick(vcpu));
         }
     }
@@ -173,6 +176,7 @@ impl Vgic {
                 asleep: true,
                 loaded: Vec::with_capacity(16),
                 flushed_at: None,
+                best: Vec::with_capacity(16),
             })
             .collect();
         Ok(Self {
@@ -663,8 +667,12 @@ impl Vgic {
         self.take_back(vcpu, None, sink);
 
         let capacity = lrs.len().min(MAX_LIST_REGISTERS);
-        let mut best = [Candidate::NONE; MAX_LIST_REGISTERS];
-        let mut count = 0;
+        let mut best = self
+            .cpus
+            .get_mut(vcpu)
+            .map(|cpu| core::mem::take(&mut cpu.best))
+            .unwrap_or_default();
+        best.clear();
         let mut left_over = false;
         let mut left_pending = false;
         self.for_each_routed(vcpu, |intid, irq| {
@@ -673,27 +681,26 @@ impl Vgic {
             };
             left_pending |= c.more;
             // Insert `c` in key order; what falls off the end stays in software.
-            let mut item = c;
-            for slot in best.iter_mut().take(count) {
-                if item.key < slot.key {
-                    core::mem::swap(slot, &mut item);
-                }
-            }
-            if count < capacity {
-                if let Some(slot) = best.get_mut(count) {
-                    *slot = item;
-                    count += 1;
-                }
-            } else {
+            let at = best.partition_point(|b| b.key < c.key);
+            if at >= capacity {
                 left_over = true;
-                left_pending |= item.pending;
+                left_pending |= c.pending;
+                return;
             }
+            if best.len() == capacity {
+                if let Some(dropped) = best.pop() {
+                    left_over = true;
+                    left_pending |= dropped.pending;
+                }
+            }
+            best.insert(at, c);
         });
         left_over |= left_pending;
+        let count = best.len();
 
         let mut any_pending = false;
         let version = self.version;
-        for (index, c) in best.iter().take(count).enumerate() {
+        for (index, c) in best.iter().enumerate() {
             let Some(irq) = self.irq_mut(vcpu, c.intid) else {
                 continue;
             };
@@ -739,6 +746,7 @@ impl Vgic {
         let mutations = self.mutations;
         if let Some(cpu) = self.cpus.get_mut(vcpu) {
             cpu.flushed_at = Some(mutations);
+            cpu.best = best;
         }
         FlushOutcome {
             loaded: count,

@@ -25,7 +25,11 @@ use super::trap::TrapFrame;
 /// - FB (9): TLB and I-cache maintenance by the guest is broadcast in the inner shareable
 ///   domain, since its vCPUs are on different physical CPUs.
 /// - BSU = inner shareable (10): barriers are upgraded to inner shareable for the same reason.
-/// - TWI (13): WFI traps, so an idle vCPU is seen (and, with the virtual GIC, woken).
+/// - TWI (13) and TWE (14) clear: WFI and WFE stay in the guest. Each vCPU owns its
+///   physical CPU, so there is nobody to give an idle CPU to; WFI waits in hardware and
+///   wakes for a virtual interrupt in a list register or a physical one (taken to EL2: a
+///   kick, a timer, a device), as under Xen with `vwfi=native`, Bao or Jailhouse. A
+///   trapped WFI would add a round trip to every wake-up.
 /// - TSC (19): SMC traps: guests get PSCI from the hypervisor, never firmware directly.
 /// - TSW (22): data cache maintenance by set/way traps: on a shared cache it could discard
 ///   other VMs' or the hypervisor's dirty lines. It is answered without effect.
@@ -40,7 +44,6 @@ pub const HCR_GUEST: u64 = (1 << 0)
     | (1 << 5)
     | (1 << 9)
     | (1 << 10)
-    | (1 << 13)
     | (1 << 19)
     | (1 << 20)
     | (1 << 22)

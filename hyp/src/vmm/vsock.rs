@@ -18,7 +18,7 @@ use tandem_proto::ring::raw::RawMemory;
 use tandem_proto::ring::SharedMemory;
 use virtio::{AccessWidth, GuestMemory, MemoryError, VsockConfig};
 
-use super::{apply, Vm, VMS};
+use super::{apply, Effects, Vm, VMS};
 use crate::arch::cache;
 use crate::devices::bridge::{Bridge, Outcome};
 
@@ -258,7 +258,7 @@ fn act(l: &Link, out: &Outcome) {
     }
     if let (Some(level), Some(driver)) = (out.driver_irq, vm_at(l.config.driver)) {
         if let Some(vgic) = &driver.vgic {
-            let mut effects = Vec::new();
+            let mut effects = Effects::new();
             let raised =
                 vgic.model
                     .lock()
@@ -275,7 +275,7 @@ fn act(l: &Link, out: &Outcome) {
                 return;
             }
             if let Some(vgic) = &service.vgic {
-                let mut effects = Vec::new();
+                let mut effects = Effects::new();
                 if vgic
                     .model
                     .lock()
