@@ -34,7 +34,8 @@ use crate::guest::psci::{self, Effect, FirmwareMitigations, VmPsci};
 use crate::guest::ptimer::{self, PhysTimer};
 use crate::measure::{self, BootLog};
 use vgic::{
-    AccessWidth, Effect as VgicEffect, EffectSink, GicVersion, ListRegister, Vgic, VgicConfig,
+    AccessWidth, Effect as VgicEffect, EffectSink, GicVersion, ListRegister, LrState, Vgic,
+    VgicConfig,
 };
 
 mod iommu;
@@ -1066,11 +1067,11 @@ fn enter_vgic(vm: &Vm, vcpu: usize, cpu: usize) -> bool {
     let quiet = {
         let mut model = vgic.model.lock();
         if !(lrs_as_flushed && model.untouched_since_flush(vcpu)) {
-            let mut lrs = [ListRegister::INVALID; LRS];
-            for (i, lr) in lrs.iter_mut().enumerate().take(loaded) {
-                *lr = gic::decode_lr(gic::read_lr_raw(i));
+            let mut states = [LrState::Invalid; LRS];
+            for (i, state) in states.iter_mut().enumerate().take(loaded) {
+                *state = gic::decode_lr(gic::read_lr_raw(i)).state;
             }
-            model.sync(vcpu, &lrs[..loaded.min(LRS)], &mut effects);
+            model.sync_states(vcpu, &states[..loaded.min(LRS)], &mut effects);
         }
         if !line {
             model.resample_forwarded(gic::VTIMER_PPI, vcpu, line, &mut effects);
@@ -1089,13 +1090,19 @@ fn flush_lrs(vm: &Vm, vcpu: usize) {
         return;
     };
     let n = gic::list_register_count().min(LRS);
-    let mut lrs = [ListRegister::INVALID; LRS];
     let mut effects = Effects::new();
-    let outcome = vgic.model.lock().flush(vcpu, &mut lrs[..n], &mut effects);
-    // The ones filled, and those the last flush filled that are not any more (cleared).
-    let dirty = outcome.loaded.max(count.load(Ordering::Relaxed)).min(n);
-    for (i, (lr, slot)) in lrs.iter().zip(flushed).enumerate().take(dirty) {
-        slot.store(gic::write_lr(i, lr), Ordering::Relaxed);
+    let outcome = vgic
+        .model
+        .lock()
+        .flush_with(vcpu, n, &mut effects, |i, lr| {
+            if let Some(slot) = flushed.get(i) {
+                slot.store(gic::write_lr(i, lr), Ordering::Relaxed);
+            }
+        });
+    // Those the last flush filled and this one did not: cleared.
+    let before = count.load(Ordering::Relaxed);
+    for i in outcome.loaded..before.min(n) {
+        gic::write_lr(i, &ListRegister::INVALID);
     }
     count.store(outcome.loaded.min(n), Ordering::Relaxed);
     gic::enable_virtual_interface(outcome.hcr_bits());

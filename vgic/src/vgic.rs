@@ -657,16 +657,35 @@ impl Vgic {
         lrs: &mut [ListRegister],
         sink: &mut dyn EffectSink,
     ) -> FlushOutcome {
-        self.touch();
         for lr in lrs.iter_mut() {
             *lr = ListRegister::INVALID;
         }
+        let capacity = lrs.len();
+        self.flush_with(vcpu, capacity, sink, |index, lr| {
+            if let Some(slot) = lrs.get_mut(index) {
+                *slot = *lr;
+            }
+        })
+    }
+
+    /// [`flush`](Self::flush), handing each list register to fill to `load` (with its
+    /// index, from 0, in order) instead of writing a slice: the hypervisor writes them
+    /// straight to the hardware. `capacity` is the number implemented; `load` is called
+    /// only for the [`FlushOutcome::loaded`] ones, and the rest are the caller's to clear.
+    pub fn flush_with(
+        &mut self,
+        vcpu: usize,
+        capacity: usize,
+        sink: &mut dyn EffectSink,
+        mut load: impl FnMut(usize, &ListRegister),
+    ) -> FlushOutcome {
+        self.touch();
         if vcpu >= self.vcpus {
             return FlushOutcome::default();
         }
         self.take_back(vcpu, None, sink);
 
-        let capacity = lrs.len().min(MAX_LIST_REGISTERS);
+        let capacity = capacity.min(MAX_LIST_REGISTERS);
         let mut best = self
             .cpus
             .get_mut(vcpu)
@@ -722,8 +741,9 @@ impl Vgic {
             any_pending |= c.pending;
             let level = !irq.edge && irq.hw.is_none();
             let given = LrState::from_flags(c.pending, c.active);
-            if let Some(lr) = lrs.get_mut(index) {
-                *lr = ListRegister {
+            load(
+                index,
+                &ListRegister {
                     state: given,
                     hw: irq.hw.is_some(),
                     group1: irq.group1,
@@ -732,8 +752,8 @@ impl Vgic {
                     pintid: irq.hw.map_or(0, u32::from),
                     source: if v2_sgi { c.source } else { 0 },
                     eoi_maintenance: irq.hw.is_none() && (level || c.more || left_over),
-                };
-            }
+                },
+            );
             if let Some(cpu) = self.cpus.get_mut(vcpu) {
                 cpu.loaded.push(Loaded {
                     intid: c.intid,
@@ -761,11 +781,21 @@ impl Vgic {
     /// in service. Level-sensitive interrupts whose line is still high become pending
     /// again. Missing entries count as unchanged.
     pub fn sync(&mut self, vcpu: usize, lrs: &[ListRegister], sink: &mut dyn EffectSink) {
+        let mut states = [LrState::Invalid; MAX_LIST_REGISTERS];
+        for (state, lr) in states.iter_mut().zip(lrs) {
+            *state = lr.state;
+        }
+        self.sync_states(vcpu, &states[..lrs.len().min(MAX_LIST_REGISTERS)], sink);
+    }
+
+    /// [`sync`](Self::sync) with only what it looks at: the state of each list register,
+    /// in the order the flush filled them.
+    pub fn sync_states(&mut self, vcpu: usize, states: &[LrState], sink: &mut dyn EffectSink) {
         self.touch();
         if vcpu >= self.vcpus {
             return;
         }
-        let kicks = self.take_back(vcpu, Some(lrs), sink);
+        let kicks = self.take_back(vcpu, Some(states), sink);
         emit_kicks(kicks, Some(vcpu), sink);
     }
 
@@ -776,19 +806,26 @@ impl Vgic {
     fn take_back(
         &mut self,
         vcpu: usize,
-        lrs: Option<&[ListRegister]>,
+        states: Option<&[LrState]>,
         sink: &mut dyn EffectSink,
     ) -> u32 {
-        let Some(cpu) = self.cpus.get_mut(vcpu) else {
-            return 0;
-        };
-        let mut loaded = core::mem::take(&mut cpu.loaded);
+        let count = self.cpus.get(vcpu).map_or(0, |cpu| cpu.loaded.len());
         let version = self.version;
         let mut kicks = 0;
-        for (index, rec) in loaded.iter().enumerate() {
-            let state = lrs
-                .and_then(|lrs| lrs.get(index))
-                .map_or(rec.given, |lr| lr.state);
+        // By index, not by taking the list out: putting it back would drop the empty one
+        // left in its place, a call into the allocator on every trap.
+        for index in 0..count {
+            let Some(rec) = self
+                .cpus
+                .get(vcpu)
+                .and_then(|cpu| cpu.loaded.get(index).copied())
+            else {
+                break;
+            };
+            let state = states
+                .and_then(|states| states.get(index))
+                .copied()
+                .unwrap_or(rec.given);
             let Some(irq) = self.irq_mut(vcpu, rec.intid) else {
                 continue;
             };
@@ -823,9 +860,8 @@ impl Vgic {
             self.mark(vcpu, rec.intid, &mut mask);
             kicks |= mask & !(1 << vcpu);
         }
-        loaded.clear();
         if let Some(cpu) = self.cpus.get_mut(vcpu) {
-            cpu.loaded = loaded;
+            cpu.loaded.clear();
         }
         kicks
     }

@@ -8,10 +8,10 @@
 //! |---|---|
 //! | `cost` | a null hypercall (`VENDOR_HYP_CALL_UID`, or `null_call`) and an MMIO read of `GICD_TYPER`, 200 each: every call returns, every read gives the same value; round trips in counter ticks |
 //! | `sgi` | SGI ping-pong between vCPU 0 and each other vCPU (started with PSCI CPU_ON): every ping and pong arrives, counts match exactly; round trips in counter ticks. Skipped with one vCPU |
-//! | `vtimer` | the virtual counter starts near 0 (see `start_bound_us`); virtual-timer deadlines (CNTV_CVAL/TVAL_EL0, its PPI): each interrupt at or after its deadline, within a bound, with ISTATUS set, once |
+//! | `vtimer` | the virtual counter starts near 0 (see `start_bound_us`); virtual-timer deadlines (CNTV_CVAL/TVAL_EL0, its PPI): each interrupt at or after its deadline, within a bound, with ISTATUS set, once; then WFI wake-ups with IRQs masked, timed from the deadline to the instruction after the WFI |
 //! | `ptimer` | the same with the EL1 physical timer (CNTP_*_EL0, CNTPCT_EL0) |
 //! | `priority` | a higher-priority SGI preempts a lower one's handler while GICD/GICR_ISACTIVER shows the lower one active; equal and lower priorities wait, pending, until the EOI, then arrive in priority order; the priority mask holds back what it masks |
-//! | `spi-hw` | the PL031 RTC's alarm (a level SPI, passed through to the VM): each alarm arrives, is cleared at the device and ended. Skipped when the DTB has no `arm,pl031` |
+//! | `spi-hw` | the PL031 RTC's alarm (a level SPI, passed through to the VM): each alarm arrives, is cleared at the device and ended; latencies from the alarm's firing (one second of the VM clock after the RTCMR write) to the handler. Skipped when the DTB has no `arm,pl031` |
 //!
 //! The guest passes (`TEST PASS irq`) when no check failed, then powers off.
 //!

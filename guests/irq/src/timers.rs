@@ -125,6 +125,55 @@ fn arm(timer: Timer, ticks: u64, by_cval: bool, wrong: &mut Vec<String>) -> u64 
     deadline
 }
 
+/// WFI wake-up: with IRQs masked, so that no handler runs, the vCPU waits in WFI for a
+/// deadline of `timer`; the wake-up is the counter at the first instruction after the
+/// WFI that returned past the deadline, minus the deadline. The other timer is the
+/// watchdog (masked too, its firing also ends a WFI). As in [`stopped_before_taken`], one
+/// exit comes between stopping the timer and unmasking IRQs.
+fn wake_ups(timer: Timer, setup: &Setup, rng: &mut XorShift64Star, wrong: &mut Vec<String>) {
+    let watchdog = other(timer);
+    let mut wake_ups = Vec::new();
+    irq::mask();
+    for k in 0..setup.deadlines {
+        let delta_us = rng.in_range(DELTA_US);
+        let deadline = timer.now().wrapping_add(timer::us_to_ticks(delta_us));
+        watchdog.set_compare(
+            watchdog
+                .now()
+                .wrapping_add(timer::us_to_ticks(delta_us + 1_000_000)),
+        );
+        watchdog.start();
+        timer.set_compare(deadline);
+        timer.start();
+        let woke_at = loop {
+            irq::wait();
+            let now = timer.now();
+            if now >= deadline || watchdog.control().fired {
+                break now;
+            }
+        };
+        timer.stop();
+        watchdog.stop();
+        if woke_at >= deadline {
+            wake_ups.push(woke_at - deadline);
+        } else {
+            wrong.push(format!(
+                "wake-up {k}: WFI with IRQs masked did not end for a deadline {delta_us} us ahead within a second"
+            ));
+        }
+    }
+    let _ = psci::version();
+    irq::unmask();
+    spin_for(STOPPED_SETTLE_US, || false);
+    irq::mask();
+    let (min, median, max) = min_median_max(&mut wake_ups);
+    println!(
+        "irq: wfi wake-up: min {min} median {median} max {max} ticks ({} deadlines, IRQs masked; median {} us)",
+        wake_ups.len(),
+        timer::ticks_to_us(median)
+    );
+}
+
 /// A timer that fires while IRQs are masked and is stopped before they are unmasked
 /// lowers its level-sensitive interrupt again: nothing may be taken afterwards (GIC: a
 /// level-sensitive interrupt is pending only while its input is asserted). A hypervisor
@@ -225,6 +274,9 @@ pub fn check(timer: Timer, setup: &Setup) -> Result<Outcome, String> {
     }
     stopped_before_taken(timer, &mut wrong);
     UNDER_TEST[s].store(false, Ordering::SeqCst);
+    if timer == Timer::Virtual {
+        wake_ups(timer, setup, &mut rng, &mut wrong);
+    }
     let (min, median, max) = min_median_max(&mut latencies);
     println!(
         "irq: {name} latency: min {min} median {median} max {max} ticks ({} deadlines; median {} us)",
