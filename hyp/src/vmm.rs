@@ -1208,10 +1208,37 @@ fn forward_device_spi(intid: u32, here: Option<(&Vm, usize)>) -> bool {
     let mut effects = Effects::new();
     let mut model = vgic.model.lock();
     let target = model.spi_route(intid).unwrap_or(0);
-    let taken = model.hw_arrived(intid, target, &mut effects).is_ok();
+    let taken = if target == me {
+        arrived_here(&mut model, intid, me, &mut effects)
+    } else {
+        model.hw_arrived(intid, target, &mut effects).is_ok()
+    };
     drop(model);
     apply(vm, me, &effects);
     taken
+}
+
+/// A forwarded interrupt for `vcpu`, the vCPU this CPU runs, arrived during its exit: it
+/// goes straight into the next free list register when the virtual GIC allows
+/// (`Vgic::hw_arrived_loaded`: the list registers hold everything live for the vCPU and
+/// nothing else changed), which spares the flush at the end of the trap; otherwise it
+/// waits in the model for that flush. False if `intid` is not forwarded to `vcpu`.
+fn arrived_here(model: &mut Vgic, intid: u32, vcpu: usize, effects: &mut Effects) -> bool {
+    let cpu = sysreg::cpu_index();
+    let capacity = gic::list_register_count().min(LRS);
+    match model.hw_arrived_loaded(intid, vcpu, capacity, effects) {
+        Ok(Some((index, lr))) => {
+            if let (Some(slot), Some(count)) =
+                (FLUSHED.get(cpu).and_then(|f| f.get(index)), LOADED.get(cpu))
+            {
+                slot.store(gic::write_lr(index, &lr), Ordering::Relaxed);
+                count.store(index + 1, Ordering::Relaxed);
+            }
+            true
+        }
+        Ok(None) => true,
+        Err(_) => false,
+    }
 }
 
 /// Takes every pending physical interrupt on this vCPU's CPU: the timers go to the vCPU
@@ -1233,11 +1260,7 @@ fn take_interrupts(vm: &Vm, vcpu: usize) {
             forward_device_spi(intid, Some((vm, vcpu)))
         } else {
             TIMER_PPIS.contains(&intid)
-                && vgic
-                    .model
-                    .lock()
-                    .hw_arrived(intid, vcpu, &mut effects)
-                    .is_ok()
+                && arrived_here(&mut vgic.model.lock(), intid, vcpu, &mut effects)
         };
         if !forwarded {
             gic::deactivate(intid);

@@ -50,6 +50,9 @@ pub(crate) struct Cpu {
     loaded: Vec<Loaded>,
     /// The model's mutation count right after the last `flush`.
     flushed_at: Option<u64>,
+    /// The last `flush` loaded every interrupt that was deliverable to this vCPU or active
+    /// on it (nothing was left in software).
+    complete: bool,
     /// `flush`'s scratch list of candidates, kept so that a flush allocates nothing and
     /// initialises no array of the largest size.
     best: Vec<Candidate>,
@@ -176,6 +179,7 @@ impl Vgic {
                 asleep: true,
                 loaded: Vec::with_capacity(16),
                 flushed_at: None,
+                complete: false,
                 best: Vec::with_capacity(16),
             })
             .collect();
@@ -537,6 +541,17 @@ impl Vgic {
         vcpu: usize,
         sink: &mut dyn EffectSink,
     ) -> Result<(), VgicError> {
+        self.arrive(intid, vcpu, None, sink)
+    }
+
+    /// [`hw_arrived`](Self::hw_arrived), kicking every vCPU concerned but `except`.
+    fn arrive(
+        &mut self,
+        intid: u32,
+        vcpu: usize,
+        except: Option<usize>,
+        sink: &mut dyn EffectSink,
+    ) -> Result<(), VgicError> {
         self.touch();
         self.check_input(intid, vcpu)?;
         if self.irq(vcpu, intid).and_then(|irq| irq.hw).is_none() {
@@ -545,7 +560,7 @@ impl Vgic {
         self.set_latch(vcpu, intid, vcpu);
         let mut kicks = 0;
         self.mark(vcpu, intid, &mut kicks);
-        emit_kicks(kicks, None, sink);
+        emit_kicks(kicks, except, sink);
         Ok(())
     }
 
@@ -718,54 +733,17 @@ impl Vgic {
         let count = best.len();
 
         let mut any_pending = false;
-        let version = self.version;
         for (index, c) in best.iter().enumerate() {
-            let Some(irq) = self.irq_mut(vcpu, c.intid) else {
-                continue;
-            };
-            let v2_sgi = version == GicVersion::V2 && c.intid < 16;
-            let mut latch_given = false;
-            if c.pending {
-                if v2_sgi {
-                    irq.sources &= !source_bit(c.source);
-                } else {
-                    latch_given = irq.latch;
-                    irq.latch = false;
-                }
-            }
-            irq.loaded_on = Some(vcpu as u8);
-            irq.lr_source = c.source;
-            irq.lr_pending = c.pending;
-            irq.lr_pending_cleared = false;
-            irq.lr_active_override = None;
-            any_pending |= c.pending;
-            let level = !irq.edge && irq.hw.is_none();
-            let given = LrState::from_flags(c.pending, c.active);
-            load(
-                index,
-                &ListRegister {
-                    state: given,
-                    hw: irq.hw.is_some(),
-                    group1: irq.group1,
-                    priority: irq.priority,
-                    vintid: c.intid,
-                    pintid: irq.hw.map_or(0, u32::from),
-                    source: if v2_sgi { c.source } else { 0 },
-                    eoi_maintenance: irq.hw.is_none() && (level || c.more || left_over),
-                },
-            );
-            if let Some(cpu) = self.cpus.get_mut(vcpu) {
-                cpu.loaded.push(Loaded {
-                    intid: c.intid,
-                    given,
-                    latch_given,
-                });
+            if let Some(lr) = self.load_candidate(vcpu, c, left_over) {
+                any_pending |= c.pending;
+                load(index, &lr);
             }
         }
         self.prune_watch(vcpu);
         let mutations = self.mutations;
         if let Some(cpu) = self.cpus.get_mut(vcpu) {
             cpu.flushed_at = Some(mutations);
+            cpu.complete = !left_over;
             cpu.best = best;
         }
         FlushOutcome {
@@ -773,6 +751,102 @@ impl Vgic {
             underflow: left_over && count >= 2,
             no_pending: left_pending && any_pending,
         }
+    }
+
+    /// Hands `c` to `vcpu`'s next list register: the model's side of it (the interrupt is
+    /// loaded there, its pending state given away, the record for the sync) and the list
+    /// register to write. `left_over`: interrupts stay behind in software.
+    fn load_candidate(
+        &mut self,
+        vcpu: usize,
+        c: &Candidate,
+        left_over: bool,
+    ) -> Option<ListRegister> {
+        let v2_sgi = self.version == GicVersion::V2 && c.intid < 16;
+        let irq = self.irq_mut(vcpu, c.intid)?;
+        let mut latch_given = false;
+        if c.pending {
+            if v2_sgi {
+                irq.sources &= !source_bit(c.source);
+            } else {
+                latch_given = irq.latch;
+                irq.latch = false;
+            }
+        }
+        irq.loaded_on = Some(vcpu as u8);
+        irq.lr_source = c.source;
+        irq.lr_pending = c.pending;
+        irq.lr_pending_cleared = false;
+        irq.lr_active_override = None;
+        let level = !irq.edge && irq.hw.is_none();
+        let given = LrState::from_flags(c.pending, c.active);
+        let lr = ListRegister {
+            state: given,
+            hw: irq.hw.is_some(),
+            group1: irq.group1,
+            priority: irq.priority,
+            vintid: c.intid,
+            pintid: irq.hw.map_or(0, u32::from),
+            source: if v2_sgi { c.source } else { 0 },
+            eoi_maintenance: irq.hw.is_none() && (level || c.more || left_over),
+        };
+        if let Some(cpu) = self.cpus.get_mut(vcpu) {
+            cpu.loaded.push(Loaded {
+                intid: c.intid,
+                given,
+                latch_given,
+            });
+        }
+        Some(lr)
+    }
+
+    /// [`hw_arrived`](Self::hw_arrived) on the CPU of `vcpu`, which has exited and whose
+    /// list registers are still exactly what its last [`flush`](Self::flush) wrote (the
+    /// caller checked). When that flush loaded everything live for `vcpu`, nothing has
+    /// changed since, one of the `capacity` list registers is free and the interrupt is now
+    /// deliverable to `vcpu` and in no list register, it goes straight into the next list
+    /// register, as a flush would have put it (all of them fit, so their order does not
+    /// matter), and the model counts as flushed: the fast path of a timer or device
+    /// interrupt for the running vCPU. Returns that list register and its index, to write;
+    /// `None` when the interrupt took the ordinary path, and a flush must follow. Unlike
+    /// `hw_arrived`, never asks to kick `vcpu`.
+    pub fn hw_arrived_loaded(
+        &mut self,
+        intid: u32,
+        vcpu: usize,
+        capacity: usize,
+        sink: &mut dyn EffectSink,
+    ) -> Result<Option<(usize, ListRegister)>, VgicError> {
+        let mutations = self.mutations;
+        let fast = self.cpus.get(vcpu).is_some_and(|cpu| {
+            cpu.complete
+                && cpu.flushed_at == Some(mutations)
+                && cpu.loaded.len() < capacity.min(MAX_LIST_REGISTERS)
+        });
+        // `vcpu` itself needs no kick: its exit is being handled, and it is flushed or
+        // given the interrupt before it runs again.
+        self.arrive(intid, vcpu, Some(vcpu), sink)?;
+        if !fast {
+            return Ok(None);
+        }
+        let Some(irq) = self.irq(vcpu, intid) else {
+            return Ok(None);
+        };
+        if irq.loaded_on.is_some() || irq.active || self.target(vcpu, intid, irq) != Some(vcpu) {
+            return Ok(None);
+        }
+        let Some(c) = self.candidate(intid, irq).filter(|c| c.pending && !c.more) else {
+            return Ok(None);
+        };
+        let index = self.cpus.get(vcpu).map_or(0, |cpu| cpu.loaded.len());
+        let Some(lr) = self.load_candidate(vcpu, &c, false) else {
+            return Ok(None);
+        };
+        let mutations = self.mutations;
+        if let Some(cpu) = self.cpus.get_mut(vcpu) {
+            cpu.flushed_at = Some(mutations);
+        }
+        Ok(Some((index, lr)))
     }
 
     /// Reads back `vcpu`'s list registers after it exited: `lrs` as the hardware now holds

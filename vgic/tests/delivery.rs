@@ -492,3 +492,105 @@ fn hypervisor_inputs_are_checked() {
     g.sync(7, &lrs, &mut fx);
     assert_eq!(fx, []);
 }
+
+/// The fast path puts a forwarded interrupt in the next free list register exactly as a
+/// flush would, and counts as that flush; it declines whenever a flush could decide
+/// otherwise.
+#[test]
+fn forwarded_interrupt_fast_path() {
+    let mut fx = Vec::new();
+    // The same arrival, fast and ordinary: the same list register, the same model after.
+    let setup = || {
+        let mut g = ready_v3(2);
+        let mut fx = Vec::new();
+        rwr(&mut g, 1, GICR_STRIDE + SGI + 0x100, (1 << 27) | (1 << 20));
+        g.set_forwarded(27, 1, Some(27), &mut fx).unwrap();
+        g.raise(20, 1, &mut fx).unwrap();
+        // PPI 20 loaded in list register 0: everything live is loaded.
+        assert_eq!(ids(&flush(&mut g, 1, 4)), [(20, LrState::Pending)]);
+        g
+    };
+    let mut fast = setup();
+    let (index, lr) = fast
+        .hw_arrived_loaded(27, 1, 4, &mut fx)
+        .unwrap()
+        .expect("a free list register and nothing left behind");
+    assert_eq!(index, 1);
+    assert!(
+        fast.untouched_since_flush(1),
+        "the fast path counts as a flush"
+    );
+    let mut slow = setup();
+    slow.hw_arrived(27, 1, &mut fx).unwrap();
+    let mut slow_lrs = vec![ListRegister::INVALID; 4];
+    slow.flush(1, &mut slow_lrs, &mut fx);
+    assert!(slow_lrs.contains(&lr), "{lr:?} not in {slow_lrs:?}");
+    // Both read back the same: the guest took PPI 20 and the timer's interrupt is active.
+    let mut fast_lrs = flush_back(&[LrState::Invalid, LrState::Active]);
+    fast.sync(1, &fast_lrs, &mut fx);
+    let slot = |lrs: &[ListRegister], id| lrs.iter().position(|l| l.vintid == id).unwrap();
+    let mut back = [LrState::Invalid; 4];
+    back[slot(&slow_lrs, 27)] = LrState::Active;
+    slow_lrs = back
+        .iter()
+        .map(|&state| ListRegister {
+            state,
+            ..ListRegister::INVALID
+        })
+        .collect();
+    slow.sync(1, &slow_lrs, &mut fx);
+    for offset in [0x200, 0x300] {
+        let (f, s) = (
+            rrd(&fast, 1, GICR_STRIDE + SGI + offset),
+            rrd(&slow, 1, GICR_STRIDE + SGI + offset),
+        );
+        assert_eq!(f, s, "GICR_ISPENDR0/ISACTIVER0 at {offset:#x}");
+    }
+    assert_eq!(rrd(&fast, 1, GICR_STRIDE + SGI + 0x300), 1 << 27);
+    fast_lrs.clear();
+
+    // No free list register: declined, the arrival still recorded for the flush.
+    let mut g = setup();
+    assert_eq!(g.hw_arrived_loaded(27, 1, 1, &mut fx), Ok(None));
+    assert!(!g.untouched_since_flush(1));
+    assert_eq!(
+        ids(&flush(&mut g, 1, 2)),
+        [(20, LrState::Pending), (27, LrState::Pending)]
+    );
+
+    // The model changed since the flush: declined.
+    let mut g = setup();
+    g.raise(21, 1, &mut fx).unwrap();
+    assert_eq!(g.hw_arrived_loaded(27, 1, 4, &mut fx), Ok(None));
+
+    // The last flush left an interrupt behind: declined, so priorities still decide.
+    let mut g = ready_v3(2);
+    rwr(
+        &mut g,
+        1,
+        GICR_STRIDE + SGI + 0x100,
+        (1 << 27) | (0b11 << 20),
+    );
+    g.set_forwarded(27, 1, Some(27), &mut fx).unwrap();
+    g.raise(20, 1, &mut fx).unwrap();
+    g.raise(21, 1, &mut fx).unwrap();
+    assert_eq!(flush(&mut g, 1, 1).len(), 1);
+    assert_eq!(g.hw_arrived_loaded(27, 1, 2, &mut fx), Ok(None));
+
+    // Disabled in the guest: nothing to load, declined.
+    let mut g = ready_v3(2);
+    g.set_forwarded(27, 1, Some(27), &mut fx).unwrap();
+    flush(&mut g, 1, 4);
+    assert_eq!(g.hw_arrived_loaded(27, 1, 4, &mut fx), Ok(None));
+}
+
+/// List registers read back with these states, in flush order.
+fn flush_back(states: &[LrState]) -> Vec<ListRegister> {
+    states
+        .iter()
+        .map(|&state| ListRegister {
+            state,
+            ..ListRegister::INVALID
+        })
+        .collect()
+}
