@@ -1224,20 +1224,26 @@ fn forward_device_spi(intid: u32, here: Option<(&Vm, usize)>) -> bool {
 /// nothing else changed), which spares the flush at the end of the trap; otherwise it
 /// waits in the model for that flush. False if `intid` is not forwarded to `vcpu`.
 fn arrived_here(model: &mut Vgic, intid: u32, vcpu: usize, effects: &mut Effects) -> bool {
-    let cpu = sysreg::cpu_index();
     let capacity = gic::list_register_count().min(LRS);
     match model.hw_arrived_loaded(intid, vcpu, capacity, effects) {
         Ok(Some((index, lr))) => {
-            if let (Some(slot), Some(count)) =
-                (FLUSHED.get(cpu).and_then(|f| f.get(index)), LOADED.get(cpu))
-            {
-                slot.store(gic::write_lr(index, &lr), Ordering::Relaxed);
-                count.store(index + 1, Ordering::Relaxed);
-            }
+            write_loaded(index, &lr);
             true
         }
         Ok(None) => true,
         Err(_) => false,
+    }
+}
+
+/// Writes list register `index`, which the virtual GIC just loaded after the ones the last
+/// flush on this CPU filled (`Vgic::load_now`), and counts it with them.
+fn write_loaded(index: usize, lr: &ListRegister) {
+    let cpu = sysreg::cpu_index();
+    if let (Some(slot), Some(count)) =
+        (FLUSHED.get(cpu).and_then(|f| f.get(index)), LOADED.get(cpu))
+    {
+        slot.store(gic::write_lr(index, lr), Ordering::Relaxed);
+        count.store(index + 1, Ordering::Relaxed);
     }
 }
 
@@ -1383,10 +1389,21 @@ fn update_ptimer(vm: &Vm, vcpu: usize) {
     sysreg::set_hyp_timer(deadline);
     let Some(vgic) = &vm.vgic else { return };
     let mut effects = Effects::new();
-    let _ = vgic
-        .model
-        .lock()
-        .set_level(PTIMER_PPI, vcpu, line, &mut effects);
+    {
+        let mut model = vgic.model.lock();
+        let capacity = gic::list_register_count().min(LRS);
+        let ready = model.can_load_now(vcpu, capacity);
+        if model
+            .set_level(PTIMER_PPI, vcpu, line, &mut effects)
+            .is_ok()
+            && ready
+            && line
+        {
+            if let Some((index, lr)) = model.load_now(PTIMER_PPI, vcpu) {
+                write_loaded(index, &lr);
+            }
+        }
+    }
     apply(vm, vcpu, &effects);
 }
 

@@ -26,7 +26,9 @@ impl Vgic {
         if level || vcpu >= self.vcpus() {
             return false;
         }
-        let Some(irq) = self.irq_mut(vcpu, intid) else {
+        // Looked at first, changed only when it drops: `irq_mut` marks the interrupt for
+        // the next flush to look at, and this runs on every exit.
+        let Some(irq) = self.irq(vcpu, intid) else {
             return false;
         };
         let Some(pintid) = irq.hw else {
@@ -35,7 +37,9 @@ impl Vgic {
         if irq.loaded_on.is_some() || irq.active || !irq.latch {
             return false;
         }
-        irq.latch = false;
+        if let Some(irq) = self.irq_mut(vcpu, intid) {
+            irq.latch = false;
+        }
         sink.push(Effect::DeactivatePhysical(u32::from(pintid)));
         self.touch();
         true

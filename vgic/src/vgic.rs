@@ -800,16 +800,46 @@ impl Vgic {
         Some(lr)
     }
 
-    /// [`hw_arrived`](Self::hw_arrived) on the CPU of `vcpu`, which has exited and whose
-    /// list registers are still exactly what its last [`flush`](Self::flush) wrote (the
-    /// caller checked). When that flush loaded everything live for `vcpu`, nothing has
-    /// changed since, one of the `capacity` list registers is free and the interrupt is now
-    /// deliverable to `vcpu` and in no list register, it goes straight into the next list
-    /// register, as a flush would have put it (all of them fit, so their order does not
-    /// matter), and the model counts as flushed: the fast path of a timer or device
-    /// interrupt for the running vCPU. Returns that list register and its index, to write;
-    /// `None` when the interrupt took the ordinary path, and a flush must follow. Unlike
-    /// `hw_arrived`, never asks to kick `vcpu`.
+    /// Whether `vcpu`, which has exited on this CPU with its list registers exactly as its
+    /// last [`flush`](Self::flush) wrote them (the caller checked), is ready for
+    /// [`load_now`](Self::load_now): that flush loaded everything live for `vcpu`, nothing
+    /// has changed since, and one of its `capacity` list registers is free.
+    pub fn can_load_now(&self, vcpu: usize, capacity: usize) -> bool {
+        self.cpus.get(vcpu).is_some_and(|cpu| {
+            cpu.complete
+                && cpu.flushed_at == Some(self.mutations)
+                && cpu.loaded.len() < capacity.min(MAX_LIST_REGISTERS)
+        })
+    }
+
+    /// After [`can_load_now`](Self::can_load_now) answered true and then exactly one input
+    /// changed `intid` for `vcpu` (an arrival, a level): when `intid` is now deliverable to
+    /// `vcpu` and in no list register, it goes straight into the next one, as a flush
+    /// would have put it (everything fits, so the order does not matter), and the model
+    /// counts as flushed. The fast path of a timer or device interrupt for the running
+    /// vCPU. Returns that list register and its index, to write; `None` when a flush must
+    /// follow as usual.
+    pub fn load_now(&mut self, intid: u32, vcpu: usize) -> Option<(usize, ListRegister)> {
+        let irq = self.irq(vcpu, intid)?;
+        if irq.loaded_on.is_some() || irq.active || self.target(vcpu, intid, irq) != Some(vcpu) {
+            return None;
+        }
+        let c = self
+            .candidate(intid, irq)
+            .filter(|c| c.pending && !c.more)?;
+        let index = self.cpus.get(vcpu)?.loaded.len();
+        let lr = self.load_candidate(vcpu, &c, false)?;
+        let mutations = self.mutations;
+        if let Some(cpu) = self.cpus.get_mut(vcpu) {
+            cpu.flushed_at = Some(mutations);
+        }
+        Some((index, lr))
+    }
+
+    /// [`hw_arrived`](Self::hw_arrived) for `vcpu`, exited on this CPU, then
+    /// [`load_now`](Self::load_now) when [`can_load_now`](Self::can_load_now) allowed it
+    /// before. Unlike `hw_arrived`, never asks to kick `vcpu`: its exit is being handled,
+    /// and it gets the interrupt, or a flush, before it runs again.
     pub fn hw_arrived_loaded(
         &mut self,
         intid: u32,
@@ -817,36 +847,13 @@ impl Vgic {
         capacity: usize,
         sink: &mut dyn EffectSink,
     ) -> Result<Option<(usize, ListRegister)>, VgicError> {
-        let mutations = self.mutations;
-        let fast = self.cpus.get(vcpu).is_some_and(|cpu| {
-            cpu.complete
-                && cpu.flushed_at == Some(mutations)
-                && cpu.loaded.len() < capacity.min(MAX_LIST_REGISTERS)
-        });
-        // `vcpu` itself needs no kick: its exit is being handled, and it is flushed or
-        // given the interrupt before it runs again.
+        let ready = self.can_load_now(vcpu, capacity);
         self.arrive(intid, vcpu, Some(vcpu), sink)?;
-        if !fast {
-            return Ok(None);
-        }
-        let Some(irq) = self.irq(vcpu, intid) else {
-            return Ok(None);
-        };
-        if irq.loaded_on.is_some() || irq.active || self.target(vcpu, intid, irq) != Some(vcpu) {
-            return Ok(None);
-        }
-        let Some(c) = self.candidate(intid, irq).filter(|c| c.pending && !c.more) else {
-            return Ok(None);
-        };
-        let index = self.cpus.get(vcpu).map_or(0, |cpu| cpu.loaded.len());
-        let Some(lr) = self.load_candidate(vcpu, &c, false) else {
-            return Ok(None);
-        };
-        let mutations = self.mutations;
-        if let Some(cpu) = self.cpus.get_mut(vcpu) {
-            cpu.flushed_at = Some(mutations);
-        }
-        Ok(Some((index, lr)))
+        Ok(if ready {
+            self.load_now(intid, vcpu)
+        } else {
+            None
+        })
     }
 
     /// Reads back `vcpu`'s list registers after it exited: `lrs` as the hardware now holds

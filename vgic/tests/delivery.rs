@@ -594,3 +594,34 @@ fn flush_back(states: &[LrState]) -> Vec<ListRegister> {
         })
         .collect()
 }
+
+/// A level raised for the running vCPU (the emulated EL1 physical timer) takes the same
+/// fast path, with the end-of-interrupt maintenance a level-sensitive interrupt needs.
+#[test]
+fn level_fast_path_matches_a_flush() {
+    let mut fx = Vec::new();
+    let setup = || {
+        let mut g = ready_v3(1);
+        rwr(&mut g, 0, SGI + 0x100, 1 << 30);
+        flush(&mut g, 0, 4);
+        g
+    };
+    let mut fast = setup();
+    assert!(fast.can_load_now(0, 4));
+    fast.set_level(30, 0, true, &mut fx).unwrap();
+    let (index, lr) = fast.load_now(30, 0).expect("deliverable, a register free");
+    assert_eq!(index, 0);
+    assert!(
+        lr.eoi_maintenance,
+        "level-sensitive: maintenance at the EOI"
+    );
+    assert!(fast.untouched_since_flush(0));
+    let mut slow = setup();
+    slow.set_level(30, 0, true, &mut fx).unwrap();
+    assert_eq!(flush(&mut slow, 0, 4)[0], lr);
+    // Nothing more for the same level.
+    assert_eq!(fast.load_now(30, 0), None);
+    // Not ready with no register free.
+    let g = setup();
+    assert!(!g.can_load_now(0, 0));
+}
