@@ -699,7 +699,7 @@ fn load(vm: &Vm) -> Result<(), String> {
     let attests = board.identity_for(config.index).is_some();
     let mut measured = Vec::new();
     if attests {
-        measured.push(("kernel", attest::sha256(bytes)));
+        measured.push(("kernel", crate::arch::sha256::sha256(bytes)));
     }
     let image = image::probe(bytes, kernel.raw).map_err(|e| format!("{}: {e}", kernel.node))?;
     let plan = image::plan(&image, bytes.len(), &config.memory, kernel.load_address)
@@ -708,7 +708,7 @@ fn load(vm: &Vm) -> Result<(), String> {
         let src = bytes
             .get(copy.src_offset as usize..(copy.src_offset + copy.len) as usize)
             .ok_or("image copy outside the module")?;
-        write_guest(vm, copy.dst, src)?;
+        write_guest_image(vm, copy.dst, src)?;
     }
     for z in &plan.zero {
         zero_guest(vm, z.base, z.size)?;
@@ -730,7 +730,7 @@ fn load(vm: &Vm) -> Result<(), String> {
         let rd = arch::physical_bytes(ram, ramdisk.range.base, ramdisk.range.size)
             .ok_or("the ramdisk module is not in RAM")?;
         if attests {
-            measured.push(("ramdisk", attest::sha256(rd)));
+            measured.push(("ramdisk", crate::arch::sha256::sha256(rd)));
         }
         let size = (rd.len() as u64 + 0xfff) & !0xfff;
         let at = below
@@ -738,7 +738,7 @@ fn load(vm: &Vm) -> Result<(), String> {
             .map(|a| a & !0x1f_ffff)
             .filter(|&a| a >= last.base)
             .ok_or("no room for the ramdisk below the DTB")?;
-        write_guest(vm, at, rd)?;
+        write_guest_image(vm, at, rd)?;
         initrd = Some(MemRange {
             base: at,
             size: rd.len() as u64,
@@ -761,7 +761,7 @@ fn load(vm: &Vm) -> Result<(), String> {
             let user = arch::physical_bytes(ram, m.range.base, m.range.size)
                 .ok_or("the device-tree module is not in RAM")?;
             if attests {
-                measured.push(("device-tree", attest::sha256(user)));
+                measured.push(("device-tree", crate::arch::sha256::sha256(user)));
             }
             let layout = layout_for(vm, board, initrd);
             if let Err(errors) = guest_dt::check_user_dtb(user, config, &board.shmem, &layout) {
@@ -810,7 +810,7 @@ fn hyp_digest() -> Digest {
             (text.end - text.start) as usize,
         )
     };
-    attest::sha256(code)
+    crate::arch::sha256::sha256(code)
 }
 
 /// Logs what was measured at this load of `vm`, and makes its attestation handover when
@@ -865,6 +865,20 @@ fn write_guest(vm: &Vm, dst: u64, data: &[u8]) -> Result<(), String> {
     let len = data.len() as u64;
     guest_range(vm, dst, len)?;
     if !arch::write_physical(dst, data) {
+        return Err(format!(
+            "{dst:#x}+{len:#x} is not RAM the hypervisor may write"
+        ));
+    }
+    vcpu::publish_to_guest(dst, len);
+    Ok(())
+}
+
+/// [`write_guest`] for an image of `vm` being loaded (at start-up, or on one of its own
+/// CPUs as it restarts): copied with the SIMD registers (`arch::write_physical_image`).
+fn write_guest_image(vm: &Vm, dst: u64, data: &[u8]) -> Result<(), String> {
+    let len = data.len() as u64;
+    guest_range(vm, dst, len)?;
+    if !arch::write_physical_image(dst, data) {
         return Err(format!(
             "{dst:#x}+{len:#x} is not RAM the hypervisor may write"
         ));

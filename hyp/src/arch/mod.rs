@@ -6,6 +6,7 @@ pub mod entry;
 pub mod gic;
 pub mod mmu;
 pub mod psci;
+pub mod sha256;
 pub mod sysreg;
 pub mod trap;
 pub mod vcpu;
@@ -124,6 +125,92 @@ pub fn write_physical(dst: u64, data: &[u8]) -> bool {
     // above), so no Rust object of ours lives there; `data` is elsewhere (a module).
     unsafe { copy_bulk(dst as usize as *mut u8, data.as_ptr(), data.len()) };
     true
+}
+
+/// [`write_physical`] for a VM's images while the VM is being loaded, at start-up or on one
+/// of its own CPUs when it restarts: copies with the SIMD registers, 128 bytes a turn, the
+/// bulk of start-up otherwise (Linux's 37 MB at 12 instructions per 64 bytes is 13 ms of
+/// guest time). Never while another guest's state is live on this CPU: the registers are
+/// saved and restored, but writing them zeroes the upper bits of SVE registers.
+pub fn write_physical_image(dst: u64, data: &[u8]) -> bool {
+    if !guest_writable(dst, data.len() as u64) {
+        return false;
+    }
+    let blocks = if (dst as usize | data.as_ptr() as usize).is_multiple_of(16) {
+        data.len() / 128
+    } else {
+        0
+    };
+    if blocks > 0 {
+        let mut saved = [0u8; 128];
+        with_simd(|| {
+            // SAFETY: the range is mapped read-write RAM outside the hypervisor's image
+            // (checked above); the loop reads and writes the first `blocks * 128` bytes of
+            // `data` and of `dst`, and q0-q7 are saved to `saved` first and restored last.
+            unsafe {
+                core::arch::asm!(
+                    ".arch_extension fp",
+                    ".arch_extension simd",
+                    "stp q0, q1, [{save}]",
+                    "stp q2, q3, [{save}, #32]",
+                    "stp q4, q5, [{save}, #64]",
+                    "stp q6, q7, [{save}, #96]",
+                    "2:",
+                    "ldp q0, q1, [{src}]",
+                    "ldp q2, q3, [{src}, #32]",
+                    "ldp q4, q5, [{src}, #64]",
+                    "ldp q6, q7, [{src}, #96]",
+                    "stp q0, q1, [{dst}]",
+                    "stp q2, q3, [{dst}, #32]",
+                    "stp q4, q5, [{dst}, #64]",
+                    "stp q6, q7, [{dst}, #96]",
+                    "add {src}, {src}, #128",
+                    "add {dst}, {dst}, #128",
+                    "subs {n}, {n}, #1",
+                    "b.ne 2b",
+                    "ldp q0, q1, [{save}]",
+                    "ldp q2, q3, [{save}, #32]",
+                    "ldp q4, q5, [{save}, #64]",
+                    "ldp q6, q7, [{save}, #96]",
+                    src = inout(reg) data.as_ptr() => _,
+                    dst = inout(reg) dst => _,
+                    n = inout(reg) blocks => _,
+                    save = in(reg) saved.as_mut_ptr(),
+                    options(nostack)
+                );
+            }
+        });
+    }
+    let done = blocks * 128;
+    write_physical(dst + done as u64, &data[done..])
+}
+
+/// CPTR_EL2.TFP (bit 10): SIMD and floating-point instructions trap, at EL2 too.
+const CPTR_TFP: u64 = 1 << 10;
+
+/// Runs `f`, which uses SIMD instructions at EL2, with them untrapped whatever firmware
+/// left in CPTR_EL2 (put back after).
+pub fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    let cptr: u64;
+    // SAFETY: reading CPTR_EL2 has no effect.
+    unsafe {
+        core::arch::asm!("mrs {}, cptr_el2", out(reg) cptr, options(nomem, nostack, preserves_flags))
+    };
+    let trapped = cptr & CPTR_TFP != 0;
+    if trapped {
+        // SAFETY: only stops SIMD instructions from trapping; put back below.
+        unsafe {
+            core::arch::asm!("msr cptr_el2, {}", "isb", in(reg) cptr & !CPTR_TFP, options(nostack, preserves_flags))
+        };
+    }
+    let result = f();
+    if trapped {
+        // SAFETY: puts back what was there.
+        unsafe {
+            core::arch::asm!("msr cptr_el2, {}", "isb", in(reg) cptr, options(nostack, preserves_flags))
+        };
+    }
+    result
 }
 
 /// Bytes one iteration of [`copy_bulk`]'s loop moves.
