@@ -72,6 +72,8 @@ pub struct Vm {
     vttbr: u64,
     psci: Mutex<VmPsci>,
     console: Mutex<VirtualPl011>,
+    /// The console's interrupt level the virtual GIC was last given (see `console_irq`).
+    console_level: AtomicBool,
     console_base: u64,
     /// The virtual GIC, where the hypervisor drives the physical one (GICv3 so far).
     vgic: Option<VirtualGic>,
@@ -400,12 +402,21 @@ fn console_input() {
 /// handling this (not kicked), `usize::MAX` for none.
 fn console_irq(vm: &Vm, vcpu: usize, me: usize) {
     let Some(vgic) = &vm.vgic else { return };
-    let level = vm.console.lock().irq_level();
     let mut effects = Effects::new();
-    let _ = vgic
-        .model
-        .lock()
-        .set_level(32 + CONSOLE_SPI, vcpu, level, &mut effects);
+    {
+        // Under the console's lock, so that the levels reach the virtual GIC in order.
+        let console = vm.console.lock();
+        let level = console.irq_level();
+        // Unchanged, as after most accesses (a console writes a character at a time):
+        // the virtual GIC has it already, and its lock is not taken.
+        if vm.console_level.swap(level, Ordering::Relaxed) == level {
+            return;
+        }
+        let _ = vgic
+            .model
+            .lock()
+            .set_level(32 + CONSOLE_SPI, vcpu, level, &mut effects);
+    }
     apply(vm, me, &effects);
 }
 
@@ -533,6 +544,7 @@ fn build(
         stage2: Mutex::new(tables),
         psci: Mutex::new(psci),
         console: Mutex::new(VirtualPl011::new()),
+        console_level: AtomicBool::new(false),
         console_base,
         vgic,
         starts,
@@ -786,6 +798,8 @@ fn load(vm: &Vm) -> Result<(), String> {
         // A restarted VM finds its interrupt controller as after reset.
         if let Ok(Some(fresh)) = BOARD.get().map_or(Ok(None), |b| virtual_gic(b, &vm.config)) {
             *vgic.model.lock() = fresh.model.into_inner();
+            // Its console line starts low, like every line of a fresh model.
+            vm.console_level.store(false, Ordering::Relaxed);
         }
         claim_device_spis(vm);
     }
@@ -1442,7 +1456,28 @@ fn is_set_way_maintenance(esr: u64) -> bool {
 
 fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
     let abort = abort::decode_data_abort(frame.esr, frame.far, vcpu::hpfar());
-    if let (Ok(access), Some(vgic)) = (abort.mmio(), &vm.vgic) {
+    let mmio = abort.mmio();
+    // The console first: a guest's console is where most of its MMIO exits go.
+    if let Ok(access) = &mmio {
+        if access.ipa >= vm.console_base && access.ipa < vm.console_base + vpl011::WINDOW {
+            count(vm, Exit::Mmio);
+            let offset = access.ipa - vm.console_base;
+            if access.write {
+                let value = access.write_value(&frame.x) as u32;
+                let mut console = vm.console.lock();
+                if let vpl011::Effect::Line(line) = console.write(offset, value) {
+                    print_line(vm, line);
+                }
+            } else {
+                let value = vm.console.lock().read(offset);
+                access.apply_read(&mut frame.x, u64::from(value));
+            }
+            frame.elr = frame.elr.wrapping_add(abort.instruction_len());
+            console_irq(vm, vcpu, vcpu);
+            return;
+        }
+    }
+    if let (Ok(access), Some(vgic)) = (&mmio, &vm.vgic) {
         let window = |r: &MemRange| access.ipa >= r.base && access.ipa < r.base + r.size;
         let distributor = window(&vgic.gicd);
         if distributor || window(&vgic.gicr) {
@@ -1473,7 +1508,7 @@ fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             return;
         }
     }
-    if let Ok(access) = abort.mmio() {
+    if let Ok(access) = &mmio {
         let value = access.write.then(|| access.write_value(&frame.x));
         let width = access.size.bytes() as usize;
         if let Some(read) = vsock::mmio(vm, access.ipa, width, value) {
@@ -1485,25 +1520,7 @@ fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             return;
         }
     }
-    match abort.mmio() {
-        Ok(access)
-            if access.ipa >= vm.console_base && access.ipa < vm.console_base + vpl011::WINDOW =>
-        {
-            count(vm, Exit::Mmio);
-            let offset = access.ipa - vm.console_base;
-            if access.write {
-                let value = access.write_value(&frame.x) as u32;
-                let mut console = vm.console.lock();
-                if let vpl011::Effect::Line(line) = console.write(offset, value) {
-                    print_line(vm, line);
-                }
-            } else {
-                let value = vm.console.lock().read(offset);
-                access.apply_read(&mut frame.x, u64::from(value));
-            }
-            frame.elr = frame.elr.wrapping_add(abort.instruction_len());
-            console_irq(vm, vcpu, vcpu);
-        }
+    match mmio {
         Err(NotMmio::CacheMaintenance) => {
             // Cache maintenance by VA on an address with no memory: nothing to maintain.
             count(vm, Exit::Mmio);
