@@ -1457,26 +1457,6 @@ fn is_set_way_maintenance(esr: u64) -> bool {
 fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
     let abort = abort::decode_data_abort(frame.esr, frame.far, vcpu::hpfar());
     let mmio = abort.mmio();
-    // The console first: a guest's console is where most of its MMIO exits go.
-    if let Ok(access) = &mmio {
-        if access.ipa >= vm.console_base && access.ipa < vm.console_base + vpl011::WINDOW {
-            count(vm, Exit::Mmio);
-            let offset = access.ipa - vm.console_base;
-            if access.write {
-                let value = access.write_value(&frame.x) as u32;
-                let mut console = vm.console.lock();
-                if let vpl011::Effect::Line(line) = console.write(offset, value) {
-                    print_line(vm, line);
-                }
-            } else {
-                let value = vm.console.lock().read(offset);
-                access.apply_read(&mut frame.x, u64::from(value));
-            }
-            frame.elr = frame.elr.wrapping_add(abort.instruction_len());
-            console_irq(vm, vcpu, vcpu);
-            return;
-        }
-    }
     if let (Ok(access), Some(vgic)) = (&mmio, &vm.vgic) {
         let window = |r: &MemRange| access.ipa >= r.base && access.ipa < r.base + r.size;
         let distributor = window(&vgic.gicd);
@@ -1505,6 +1485,26 @@ fn data_abort(vm: &Vm, vcpu: usize, frame: &mut TrapFrame) {
             }
             apply(vm, vcpu, &effects);
             frame.elr = frame.elr.wrapping_add(abort.instruction_len());
+            return;
+        }
+    }
+    // Then the console, where most of a rich OS's MMIO exits go.
+    if let Ok(access) = &mmio {
+        if access.ipa >= vm.console_base && access.ipa < vm.console_base + vpl011::WINDOW {
+            count(vm, Exit::Mmio);
+            let offset = access.ipa - vm.console_base;
+            if access.write {
+                let value = access.write_value(&frame.x) as u32;
+                let mut console = vm.console.lock();
+                if let vpl011::Effect::Line(line) = console.write(offset, value) {
+                    print_line(vm, line);
+                }
+            } else {
+                let value = vm.console.lock().read(offset);
+                access.apply_read(&mut frame.x, u64::from(value));
+            }
+            frame.elr = frame.elr.wrapping_add(abort.instruction_len());
+            console_irq(vm, vcpu, vcpu);
             return;
         }
     }

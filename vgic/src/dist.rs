@@ -245,6 +245,7 @@ impl Vgic {
         }
     }
 
+    #[inline]
     fn decode_dist(&self, offset: u64, width: AccessWidth) -> Result<DistReg, Ignored> {
         let v3 = self.version == GicVersion::V3;
         let size = if v3 { GICD_SIZE_V3 } else { GICD_SIZE_V2 };

@@ -16,6 +16,7 @@ impl Vgic {
     /// the physical interrupt is released ([`Effect::DeactivatePhysical`]), so the next
     /// rise fires again. Call it after [`sync`](Self::sync), when no list register holds
     /// the interrupt. Returns whether the pending state was dropped.
+    #[inline]
     pub fn resample_forwarded(
         &mut self,
         intid: u32,

@@ -210,6 +210,7 @@ impl Vgic {
     /// [`sync`](Self::sync) followed by a `flush` would write the same list registers
     /// again, and the hypervisor may skip both: the fast path of a trap that does not touch
     /// interrupts (a hypercall, most MMIO). The caller keeps what it wrote and compares.
+    #[inline(always)]
     pub fn untouched_since_flush(&self, vcpu: usize) -> bool {
         self.cpus
             .get(vcpu)
@@ -848,12 +849,25 @@ impl Vgic {
         sink: &mut dyn EffectSink,
     ) -> Result<Option<(usize, ListRegister)>, VgicError> {
         let ready = self.can_load_now(vcpu, capacity);
-        self.arrive(intid, vcpu, Some(vcpu), sink)?;
-        Ok(if ready {
-            self.load_now(intid, vcpu)
-        } else {
-            None
-        })
+        if !ready {
+            self.arrive(intid, vcpu, Some(vcpu), sink)?;
+            return Ok(None);
+        }
+        self.touch();
+        self.check_input(intid, vcpu)?;
+        if self.irq(vcpu, intid).and_then(|irq| irq.hw).is_none() {
+            return Err(VgicError::NotForwarded { intid });
+        }
+        self.set_latch(vcpu, intid, vcpu);
+        let loaded = self.load_now(intid, vcpu);
+        if loaded.is_none() {
+            // Not for `vcpu` after all (an SPI routed elsewhere, or disabled): whoever it
+            // is deliverable to is told, as `hw_arrived` would.
+            let mut kicks = 0;
+            self.mark(vcpu, intid, &mut kicks);
+            emit_kicks(kicks, Some(vcpu), sink);
+        }
+        Ok(loaded)
     }
 
     /// Reads back `vcpu`'s list registers after it exited: `lrs` as the hardware now holds

@@ -14,6 +14,8 @@ use arm_gic::{IntId, Trigger};
 use safe_mmio::UniqueMmioPointer;
 use spin::Mutex;
 
+use crate::arch::entry::MAX_CPUS;
+
 /// The SGI the hypervisor sends to wake another CPU (a vCPU to start, an interrupt to take).
 pub const KICK_SGI: u32 = 0;
 /// The maintenance interrupt's PPI (INTID 25, as the GIC architecture recommends).
@@ -247,13 +249,28 @@ pub fn kick(cpu: usize, mpidr: u64) -> bool {
     true
 }
 
+/// Per CPU: how many list registers it has, once asked (0: not yet). Asked on every exit
+/// that touches interrupts; a GICv2 answers from a GICH register, a bus access.
+static LIST_REGISTERS: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
+
 /// How many list registers this CPU has.
 pub fn list_register_count() -> usize {
-    match version() {
+    let cached = LIST_REGISTERS.get(crate::arch::sysreg::cpu_index());
+    if let Some(n) = cached
+        .map(|c| c.load(Ordering::Relaxed))
+        .filter(|&n| n != 0)
+    {
+        return usize::from(n);
+    }
+    let n = match version() {
         2 => super::gicv2::list_register_count(),
         3 => crate::arch::gic::ich::list_register_count(),
         _ => 0,
+    };
+    if let Some(c) = cached {
+        c.store(u8::try_from(n).unwrap_or(u8::MAX), Ordering::Relaxed);
     }
+    n
 }
 
 /// List register `n` as the hardware holds it (a GICv2 GICH_LR widened), to compare with

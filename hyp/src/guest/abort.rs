@@ -271,6 +271,7 @@ impl fmt::Display for NotMmio {
 
 /// Decodes a data abort from ESR_EL2, FAR_EL2 and HPFAR_EL2. Any values decode; whether the
 /// abort can be emulated is [`DataAbort::mmio`].
+#[inline]
 pub fn decode_data_abort(esr: u64, far: u64, hpfar: u64) -> DataAbort {
     let syndrome = (esr & ISS_ISV != 0).then(|| Syndrome {
         size: AccessSize::from_sas(esr >> ISS_SAS_SHIFT),
@@ -297,6 +298,7 @@ pub fn decode_data_abort(esr: u64, far: u64, hpfar: u64) -> DataAbort {
 impl DataAbort {
     /// The access to emulate, if this is a Translation or Permission fault with a syndrome,
     /// not on a stage-1 walk and not from cache maintenance; otherwise the reason it is not.
+    #[inline]
     pub fn mmio(&self) -> Result<MmioAccess, NotMmio> {
         if self.ec != EC_DATA_ABORT_LOWER && self.ec != EC_DATA_ABORT_SAME {
             return Err(NotMmio::NotDataAbort { ec: self.ec });
@@ -344,6 +346,7 @@ impl MmioAccess {
     /// The register value a load leaves, given the `data` the device returned: `data` cut to
     /// the access size, sign- or zero-extended (SSE), then cut to the register width (SF):
     /// writing a W register clears bits \[63:32\] of the X register.
+    #[inline]
     pub fn read_result(&self, data: u64) -> u64 {
         let bits = self.size.bits();
         let value = data & self.size.mask();
@@ -362,6 +365,7 @@ impl MmioAccess {
 
     /// Completes a load: writes [`Self::read_result`] of `data` to the transfer register in
     /// `regs` (X0-X30). A load to XZR (31) is discarded.
+    #[inline]
     pub fn apply_read(&self, regs: &mut [u64; 31], data: u64) {
         if let Some(r) = regs.get_mut(usize::from(self.reg)) {
             *r = self.read_result(data);
@@ -370,6 +374,7 @@ impl MmioAccess {
 
     /// The value a store writes, from the transfer register in `regs` (X0-X30): cut to the
     /// register width and then to the access size. XZR (31) stores zero.
+    #[inline]
     pub fn write_value(&self, regs: &[u64; 31]) -> u64 {
         let reg = regs.get(usize::from(self.reg)).copied().unwrap_or(0);
         let reg = if self.sixty_four {
