@@ -1,6 +1,6 @@
 //! SHA-256 with the Armv8 cryptographic extension, when the CPU has it: the digests of
 //! measured launch (the hypervisor's own code, a VM's images) are the bulk of start-up
-//! under software SHA-256 (about 30 instructions a byte), and the extension takes a few.
+//! under software SHA-256 (about 20 instructions a byte), and the extension takes a few.
 //! Without it (the Raspberry Pi 4's Cortex-A72 has none), the portable code of
 //! `tandem_proto::attest` does the work; both give the same digest, which a known answer
 //! checks on first use.
