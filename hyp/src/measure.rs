@@ -68,6 +68,37 @@ impl BootLog {
     }
 }
 
+/// SHA-256's initial hash value (FIPS 180-4 §5.3.3).
+const SHA256_H0: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+/// SHA-256 of `data` around a block function: `compress` folds whole 64-byte blocks into
+/// the state, this does the rest (the padding and length of FIPS 180-4 §5.1.1, and the
+/// big-endian digest). The CPU's SHA-256 instructions are such a block function
+/// (`arch::sha256`); the host tests check the framing against a reference.
+pub fn sha256_with(data: &[u8], mut compress: impl FnMut(&mut [u32; 8], &[u8])) -> Digest {
+    let mut state = SHA256_H0;
+    let (blocks, rest) = data.split_at(data.len() - data.len() % 64);
+    if !blocks.is_empty() {
+        compress(&mut state, blocks);
+    }
+    let mut tail = [0u8; 128];
+    tail[..rest.len()].copy_from_slice(rest);
+    tail[rest.len()] = 0x80;
+    // The 64-bit length must fit after the 0x80: a remainder of 56 bytes or more takes a
+    // second block.
+    let len = if rest.len() < 56 { 64 } else { 128 };
+    let bits = (data.len() as u64).wrapping_mul(8);
+    tail[len - 8..len].copy_from_slice(&bits.to_be_bytes());
+    compress(&mut state, &tail[..len]);
+    let mut digest = [0u8; 32];
+    for (out, word) in digest.chunks_exact_mut(4).zip(state) {
+        out.copy_from_slice(&word.to_be_bytes());
+    }
+    digest
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> alloc::string::String {
     use core::fmt::Write;
@@ -93,6 +124,29 @@ mod tests {
         assert_eq!(got[0], ("secure", "kernel", &[1; 32]));
         assert_eq!(got[1].0, "a-very-long-labe");
         assert_eq!(&wire[32..64], &[1; 32]);
+    }
+
+    /// Every remainder length, around block boundaries and the 56-byte one where the
+    /// length needs a block of its own, against the `sha2` crate.
+    #[test]
+    fn sha256_framing_matches_the_reference() {
+        use sha2::digest::generic_array::GenericArray;
+        use sha2::{Digest as _, Sha256};
+        let reference_blocks = |state: &mut [u32; 8], blocks: &[u8]| {
+            assert_eq!(blocks.len() % 64, 0, "whole blocks only");
+            for block in blocks.chunks_exact(64) {
+                sha2::compress256(state, &[*GenericArray::from_slice(block)]);
+            }
+        };
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..data.len() {
+            let want: Digest = Sha256::digest(&data[..len]).into();
+            assert_eq!(
+                sha256_with(&data[..len], reference_blocks),
+                want,
+                "{len} bytes"
+            );
+        }
     }
 
     #[test]

@@ -29,11 +29,6 @@ const K: [u32; 64] = [
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
-/// The initial hash value (FIPS 180-4 §5.3.3).
-const H0: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
-
 /// SHA-256 of "abc" (FIPS 180-4's first example).
 const ABC: Digest = [
     0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
@@ -74,24 +69,9 @@ fn has_extension() -> bool {
     (isar0 >> 12) & 0xf >= 1
 }
 
-/// The digest, the blocks compressed by the extension, the padding as FIPS 180-4 §5.1.1.
+/// The digest, the blocks compressed by the extension.
 fn with_extension(data: &[u8]) -> Digest {
-    let mut state = H0;
-    let whole = data.len() - data.len() % 64;
-    let (blocks, rest) = data.split_at(whole);
-    compress(&mut state, blocks);
-    let mut tail = [0u8; 128];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let len = if rest.len() < 56 { 64 } else { 128 };
-    let bits = (data.len() as u64).wrapping_mul(8);
-    tail[len - 8..len].copy_from_slice(&bits.to_be_bytes());
-    compress(&mut state, &tail[..len]);
-    let mut digest = [0u8; 32];
-    for (out, word) in digest.chunks_exact_mut(4).zip(state) {
-        out.copy_from_slice(&word.to_be_bytes());
-    }
-    digest
+    crate::measure::sha256_with(data, compress)
 }
 
 /// Compresses `blocks` (a multiple of 64 bytes) into `state`.
