@@ -876,23 +876,24 @@ fn layout_for(vm: &Vm, board: &Board, initrd: Option<MemRange>) -> GuestLayout {
 /// Writes `data` at guest physical `dst` (IPA == PA) after checking it lies in the VM's
 /// own memory, then makes it visible to a guest running with its caches off.
 fn write_guest(vm: &Vm, dst: u64, data: &[u8]) -> Result<(), String> {
-    let len = data.len() as u64;
-    guest_range(vm, dst, len)?;
-    if !arch::write_physical(dst, data) {
-        return Err(format!(
-            "{dst:#x}+{len:#x} is not RAM the hypervisor may write"
-        ));
-    }
-    vcpu::publish_to_guest(dst, len);
-    Ok(())
+    write_guest_by(vm, dst, data, arch::write_physical)
 }
 
 /// [`write_guest`] for an image of `vm` being loaded (at start-up, or on one of its own
 /// CPUs as it restarts): copied with the SIMD registers (`arch::write_physical_image`).
 fn write_guest_image(vm: &Vm, dst: u64, data: &[u8]) -> Result<(), String> {
+    write_guest_by(vm, dst, data, arch::write_physical_image)
+}
+
+fn write_guest_by(
+    vm: &Vm,
+    dst: u64,
+    data: &[u8],
+    copy: fn(u64, &[u8]) -> bool,
+) -> Result<(), String> {
     let len = data.len() as u64;
     guest_range(vm, dst, len)?;
-    if !arch::write_physical_image(dst, data) {
+    if !copy(dst, data) {
         return Err(format!(
             "{dst:#x}+{len:#x} is not RAM the hypervisor may write"
         ));

@@ -112,15 +112,7 @@ impl Board {
         let timer = fdt
             .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
             .ok_or("no timer node")?;
-        let cells: Vec<u32> = timer
-            .property("interrupts")
-            .map(|p| {
-                p.value
-                    .chunks_exact(4)
-                    .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let cells = interrupt_cells(&timer);
         /// The first cell of a GIC interrupt specifier for a PPI.
         const PPI: u32 = 1;
         let ppi = |index: usize| match cells.get(index * 3..index * 3 + 3) {
@@ -146,4 +138,16 @@ fn be_cells(value: &[u8]) -> Option<u64> {
         8 => Some(u64::from_be_bytes(value.try_into().ok()?)),
         _ => None,
     }
+}
+
+/// A node's `interrupts` property as its big-endian cells (none when it has none).
+pub fn interrupt_cells(node: &fdt::node::FdtNode) -> Vec<u32> {
+    node.property("interrupts")
+        .map(|p| {
+            p.value
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        })
+        .unwrap_or_default()
 }

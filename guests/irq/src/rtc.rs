@@ -76,15 +76,7 @@ pub fn find(dtb: &[u8]) -> Result<Option<Found>, String> {
         .and_then(|mut r| r.next())
         .map(|r| r.starting_address as u64)
         .ok_or_else(|| format!("{}: no reg", node.name))?;
-    let cells: Vec<u32> = node
-        .property("interrupts")
-        .map(|p| {
-            p.value
-                .chunks_exact(4)
-                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                .collect()
-        })
-        .unwrap_or_default();
+    let cells = crate::board::interrupt_cells(&node);
     match cells.as_slice() {
         [SPI, number, _flags, ..] => Ok(Some(Found {
             base,

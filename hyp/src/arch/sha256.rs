@@ -42,8 +42,9 @@ static USE_EXTENSION: AtomicU8 = AtomicU8::new(0);
 pub fn sha256(data: &[u8]) -> Digest {
     let decided = match USE_EXTENSION.load(Ordering::Relaxed) {
         0 => {
-            let usable = has_extension() && with_extension(b"abc") == ABC;
-            if has_extension() && !usable {
+            let present = has_extension();
+            let usable = present && with_extension(b"abc") == ABC;
+            if present && !usable {
                 log::warn!("sha256: the CPU's SHA-256 instructions give a wrong digest: not used");
             }
             USE_EXTENSION.store(if usable { 1 } else { 2 }, Ordering::Relaxed);
